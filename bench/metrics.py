@@ -1,0 +1,107 @@
+"""Quality of a predicted graph against the gold graph, per sample and head, in query blocks.
+
+For one sample with valid pairs ``V`` (n^2, or n(n+1)/2 causal), gold support ``G`` with entmax
+probabilities ``p``, and predicted pairs ``P`` (intersected with ``V``):
+
+* sparsity  = 1 - |P| / |V|
+* recall    = |P & G| / |G|
+* precision = |P & G| / |P|                      (NaN when nothing is predicted)
+* exact     = share of the n queries with G_i subset of P_i (their attention is then unchanged)
+* mass      = sum of p over P & G, divided by n  (each row of p sums to 1)
+* output_error = ||O - O_hat||_F / ||O||_F, with O = p V and O_hat = alpha-entmax restricted to P, times
+  V (NaN when the data has no V). A query whose row of P is empty gets O_hat_i = 0.
+
+Metrics are computed per sample and head, then macro-averaged over samples (NaN-aware), per head; the
+caller averages over heads and layers. Nothing larger than ``[H, block, n]`` is ever built.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.data.attention import LayerView
+from bench.gold import LayerGold, entmax_probs
+from bench.masking import allowed_keys, block_scores, mask_scores
+
+METRICS = ("recall", "sparsity", "precision", "exact", "mass", "output_error")
+# Direction of each metric, for gates and Pareto fronts.
+HIGHER_IS_BETTER = {"recall": True, "sparsity": True, "precision": True, "exact": True, "mass": True,
+                    "output_error": False}
+COUNTS = ("valid_pairs", "gold_pairs", "pred_pairs", "hit_pairs")
+
+
+def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> dict[str, torch.Tensor]:
+    """Score ``graph`` on one layer.
+
+    Parameters
+    ----------
+    view : the layer's eval data, ``q``/``k``/``v`` ``[S, H, T, D]``
+    gold : the exact gold of the same samples and heads
+    graph : a :class:`predictors.graphs.PredictedGraph` for these samples and heads
+
+    Returns
+    -------
+    dict of float64 ``[S, H]`` tensors: every name in ``METRICS`` and ``COUNTS``.
+    """
+    s_count, nh = view.q.shape[:2]
+    if gold.counts.shape[:2] != (s_count, nh):
+        raise ValueError(f"gold covers {tuple(gold.counts.shape[:2])} (samples, heads), data {(s_count, nh)}")
+    acc = {name: torch.zeros(s_count, nh, dtype=torch.float64)
+           for name in COUNTS + ("exact_rows", "mass_sum", "err_sq", "out_sq")}
+    for s in range(s_count):
+        n = int(view.lengths[s])
+        k = view.k[s, :, :n]
+        v = None if view.v is None else view.v[s, :, :n].float()
+        for i0 in range(0, n, block):
+            i1 = min(n, i0 + block)
+            allowed = allowed_keys(i0, i1, n, view.causal)
+            pred = graph.block_mask(s, i0, i1, n)
+            if pred.shape != (nh, i1 - i0, n):
+                raise ValueError(f"graph block has shape {tuple(pred.shape)}, expected {(nh, i1 - i0, n)}")
+            pred &= allowed
+            g_mask, g_prob = gold.block(s, i0, i1, n)
+            hit = pred & g_mask
+            acc["valid_pairs"][s] += float(allowed.sum())
+            acc["gold_pairs"][s] += g_mask.sum((1, 2)).double()
+            acc["pred_pairs"][s] += pred.sum((1, 2)).double()
+            acc["hit_pairs"][s] += hit.sum((1, 2)).double()
+            row_exact = hit.sum(-1) == g_mask.sum(-1)  # [H, B]
+            acc["exact_rows"][s] += row_exact.sum(-1).double()
+            acc["mass_sum"][s] += (g_prob * hit).sum((1, 2)).double()
+            if v is not None:
+                out = torch.bmm(g_prob, v)
+                acc["out_sq"][s] += out.pow(2).sum((1, 2)).double()
+                # Exact rows keep their attention; only the others are recomputed.
+                redo = ~row_exact
+                if redo.any():
+                    scores = block_scores(view.q[s, :, i0:i1], k, view.scale)
+                    p_hat = torch.zeros_like(g_prob)
+                    keep = pred[redo]  # [R, n]
+                    nonempty = keep.any(-1)
+                    sub = mask_scores(scores[redo][nonempty], keep[nonempty])
+                    rows_p = torch.zeros(keep.shape, dtype=torch.float32)
+                    rows_p[nonempty] = entmax_probs(sub, view.alpha) * keep[nonempty]
+                    p_hat[redo] = rows_p
+                    diff = torch.bmm(p_hat, v) - out
+                    acc["err_sq"][s] += (diff * redo[..., None]).pow(2).sum((1, 2)).double()
+    lengths = view.lengths.double()[:, None]
+    res = {name: acc[name] for name in COUNTS}
+    res["sparsity"] = 1.0 - acc["pred_pairs"] / acc["valid_pairs"]
+    res["recall"] = acc["hit_pairs"] / acc["gold_pairs"]
+    res["precision"] = torch.where(acc["pred_pairs"] > 0, acc["hit_pairs"] / acc["pred_pairs"].clamp(min=1),
+                                   torch.full_like(acc["pred_pairs"], float("nan")))
+    res["exact"] = acc["exact_rows"] / lengths
+    res["mass"] = acc["mass_sum"] / lengths
+    if view.v is None:
+        res["output_error"] = torch.full_like(acc["out_sq"], float("nan"))
+    else:
+        res["output_error"] = acc["err_sq"].sqrt() / acc["out_sq"].sqrt()
+    return res
+
+
+def macro_average(per_sample: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Average ``[S, H]`` metrics over samples (NaN-aware): ``[H]`` each. Counts are summed."""
+    out = {}
+    for name, t in per_sample.items():
+        out[name] = t.sum(0) if name in COUNTS else t.nanmean(0)
+    return out

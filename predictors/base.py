@@ -1,0 +1,151 @@
+"""The predictor protocol: fit once on the fit samples, predict compact graphs for new Q/K.
+
+A predictor family is a subclass of :class:`Predictor` declaring its parameters as
+:class:`Param` specs. Its name encodes every parameter (``sf-kmeans-r4-k16-top2-w11-g1``) and is the id
+used in tests, JSON and plots; :func:`parse_name` reads such a name back.
+
+Every predictor accepts the composable extras ``w`` (centred window of total width ``w``; causal:
+``w // 2`` past tokens plus self) and ``g`` (global tokens: 0 none, 1 first, 2 first and last), which
+:meth:`Predictor.predict` ORs into the family's own graph.
+
+Subclasses implement
+
+* ``_fit(data, gold)``: learn everything data-dependent or random, per layer and head, from the fit
+  samples only (seeded by ``self.seed``); the default does nothing;
+* ``_predict(view, layer) -> PredictedGraph | None``: the family's own graph for a layer's eval
+  Q/K (``None``: nothing beyond window and globals);
+* ``_flops(n, d) -> float``: prediction cost per head for one sample of ``n`` tokens, head dim ``d``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from bench.errors import PredictorError
+from predictors.graphs import GlobalGraph, PredictedGraph, WindowGraph
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its keyword, the prefix in names, its type, default and allowed values."""
+
+    key: str
+    prefix: str
+    type: type
+    default: Any
+    choices: tuple | None = None
+    doc: str = ""
+
+    def format(self, value) -> str:
+        if self.choices is not None and self.type is str:
+            return str(value)
+        if self.type is float:
+            return f"{self.prefix}{value:g}"
+        return f"{self.prefix}{value}"
+
+
+COMMON = (
+    Param("w", "w", int, 0, doc="centred window of total width w (causal: w//2 past tokens + self)"),
+    Param("g", "g", int, 0, choices=(0, 1, 2), doc="global tokens: 0 none, 1 first, 2 first and last"),
+)
+
+
+class Predictor:
+    """Base class of every predictor; see the module docstring."""
+
+    family: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    learned: ClassVar[bool] = False  # whether fit() looks at data (for the fit/eval split test)
+    backend: ClassVar[str] = "torch"
+
+    def __init__(self, seed: int = 0, **values):
+        self.seed = seed
+        specs = {p.key: p for p in self.all_params()}
+        unknown = sorted(set(values) - set(specs))
+        if unknown:
+            raise PredictorError(f"{self.family}: unknown parameter(s) {unknown}; "
+                                 f"known: {', '.join(specs)}")
+        self.values = {}
+        for key, spec in specs.items():
+            v = values.get(key, spec.default)
+            try:
+                v = spec.type(v)
+            except (TypeError, ValueError):
+                raise PredictorError(f"{self.family}: parameter {key}={v!r} is not a {spec.type.__name__}") from None
+            if spec.choices is not None and v not in spec.choices:
+                raise PredictorError(f"{self.family}: parameter {key}={v!r} not in {spec.choices}")
+            self.values[key] = v
+        self.check()
+        self.fitted = False
+        self.fit_seconds = float("nan")
+
+    @classmethod
+    def all_params(cls) -> tuple[Param, ...]:
+        return tuple(cls.params) + COMMON
+
+    def check(self) -> None:
+        """Validate parameter values (override to add family rules); raise PredictorError."""
+        if self.values["w"] < 0:
+            raise PredictorError(f"{self.family}: window width w must be >= 0, got {self.values['w']}")
+
+    def __getattr__(self, key):
+        values = self.__dict__.get("values", {})
+        if key in values:
+            return values[key]
+        raise AttributeError(key)
+
+    @property
+    def name(self) -> str:
+        parts = [self.family]
+        for spec in self.all_params():
+            v = self.values[spec.key]
+            if spec in COMMON and v == spec.default:
+                continue
+            parts.append(spec.format(v))
+        return "-".join(parts)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}>"
+
+    # -- protocol ----------------------------------------------------------------------------------
+    def fit(self, data, gold) -> "Predictor":
+        """Fit on the fit part (an AttentionData and its Gold); records ``fit_seconds``."""
+        start = time.perf_counter()
+        self._fit(data, gold)
+        self.fit_seconds = time.perf_counter() - start
+        self.fitted = True
+        return self
+
+    def predict(self, view, layer: int) -> PredictedGraph:
+        """The predicted graph of one layer (``view``: LayerView of eval samples, all heads)."""
+        if not self.fitted:
+            raise PredictorError(f"{self.name}: call fit() before predict()")
+        nh = view.q.shape[1]
+        graph = self._predict(view, layer)
+        extras = []
+        if self.values["w"] > 0:
+            extras.append(WindowGraph(self.values["w"], nh))
+        if self.values["g"] > 0:
+            extras.append(GlobalGraph((0,) if self.values["g"] == 1 else (0, -1), nh))
+        parts = ([graph] if graph is not None else []) + extras
+        if not parts:
+            return WindowGraph(0, nh)
+        out = parts[0]
+        for p in parts[1:]:
+            out = out | p
+        return out
+
+    def flops(self, n: int, d: int) -> float:
+        """Prediction FLOPs per head for one sample of ``n`` tokens (window/globals are free)."""
+        return float(self._flops(n, d))
+
+    def _fit(self, data, gold) -> None:
+        pass
+
+    def _predict(self, view, layer):
+        return None
+
+    def _flops(self, n: int, d: int) -> float:
+        return 0.0

@@ -1,0 +1,1 @@
+"""Predictor families in native PyTorch, one module each."""

@@ -1,0 +1,9 @@
+"""Window only: the local window of the common ``w`` parameter, with optional globals ``g``."""
+
+from predictors.base import Predictor
+
+
+class WindowOnly(Predictor):
+    """A centred window of total width ``w`` (and ``g`` global tokens); nothing learned."""
+
+    family = "window"
