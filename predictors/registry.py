@@ -14,6 +14,14 @@ from bench.errors import PredictorError
 # family -> "module:Class". Torch families first; FAISS twins are the same family with backend faiss.
 TORCH_FAMILIES: dict[str, str] = {
     "window": "predictors.torch.window:WindowOnly",
+    "sf-dist": "predictors.torch.sf_distance:SparsefinderDistance",
+    "sf-quant": "predictors.torch.sf_quantization:SparsefinderQuantization",
+    "sf-kmeans": "predictors.torch.sf_clustering:SparsefinderClustering",
+    "bigbird": "predictors.torch.bigbird:BigBird",
+    "longformer": "predictors.torch.longformer:Longformer",
+    "fixed": "predictors.torch.fixed:FixedPattern",
+    "reformer": "predictors.torch.reformer:ReformerLSH",
+    "routing": "predictors.torch.routing:RoutingKMeans",
 }
 FAISS_FAMILIES: dict[str, str] = {}
 
