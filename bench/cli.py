@@ -1,0 +1,190 @@
+"""``sparsebench``: the command line of the suite.
+
+    sparsebench data inspect SOURCE_OR_FILE [--json]     gold sparsity per layer and head
+    sparsebench data export SOURCE FILE                  write a source in the external format
+    sparsebench list [--json]                            registered predictors and their parameters
+    sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
+
+Bad input ends with one line ``sparsebench: error: ...`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+from bench.errors import BenchError
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", help="text corpus: fortunes, kjv, pydoc or file:PATH (default: first available)")
+    p.add_argument("--samples", type=int, help="number of text samples")
+    p.add_argument("--length", type=int, help="maximum tokens per sample")
+    p.add_argument("--seed", type=int, help="data seed")
+    p.add_argument("--threads", type=int, help="torch threads (default: usable cores)")
+
+
+def _source_options(args) -> dict:
+    return {"corpus": args.corpus, "samples": args.samples, "length": args.length, "seed": args.seed}
+
+
+def _json_default(o):
+    return str(o)
+
+
+def _clean(obj):
+    """NaN -> None for strict JSON output."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _print_table(title: str, rows: list[list[float]]) -> None:
+    print(title)
+    heads = len(rows[0]) if rows else 0
+    print("layer " + " ".join(f"{'h' + str(h):>6}" for h in range(heads)) + "   mean")
+    for i, row in enumerate(rows):
+        vals = [v for v in row if not math.isnan(v)]
+        mean = sum(vals) / len(vals) if vals else float("nan")
+        print(f"{i:>5} " + " ".join(f"{v:6.3f}" for v in row) + f" {mean:6.3f}")
+
+
+def cmd_inspect(args) -> int:
+    from bench.data.sources import gold_for, load_source
+
+    start = time.perf_counter()
+    data = load_source(args.source, show_progress=not args.json, **_source_options(args))
+    load_seconds = time.perf_counter() - start
+    gold = gold_for(data, show_progress=not args.json)
+    sp = gold.sparsity()
+    per_head = sp.tolist()
+    result = {"name": data.name, "descriptor": data.descriptor, "shape": list(data.q.shape),
+              "causal": data.causal, "alpha": data.alpha, "scale": data.scale,
+              "lengths": data.lengths.tolist(), "per_head": per_head, "mean": sp.mean().item(),
+              "load_seconds": load_seconds, "gold_seconds": gold.seconds}
+    if args.json:
+        print(json.dumps(_clean(result), default=_json_default))
+        return 0
+    s, nl, h, t, d = data.q.shape
+    print(f"{data.name}: {s} samples x {nl} layers x {h} heads (kv heads {data.num_kv_heads}), "
+          f"T={t}, D={d}, {'causal' if data.causal else 'bidirectional'}, alpha={data.alpha}")
+    print("descriptor: " + json.dumps(data.descriptor, default=_json_default))
+    _print_table("gold sparsity (share of valid pairs with zero entmax weight), mean over samples:", per_head)
+    print(f"mean gold sparsity {result['mean']:.4f}; data loaded in {load_seconds:.1f} s; gold computed in {gold.seconds:.1f} s "
+          "(cached for later runs)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from bench.data.external import write_external
+    from bench.data.sources import load_source
+
+    data = load_source(args.source, show_progress=True, **_source_options(args))
+    path = write_external(data, args.file)
+    print(f"wrote {data.name} {tuple(data.q.shape)} to {path}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from predictors.registry import families, family_class
+
+    out = []
+    for fam in families("torch"):
+        try:
+            cls = family_class(fam)
+        except ImportError as exc:  # a family module not importable here
+            out.append({"family": fam, "error": str(exc)})
+            continue
+        params = [{"key": p.key, "prefix": p.prefix, "type": p.type.__name__, "default": p.default,
+                   "choices": list(p.choices) if p.choices else None, "doc": p.doc} for p in cls.all_params()]
+        out.append({"family": fam, "example": cls().name, "doc": (cls.__doc__ or "").strip().split("\n")[0],
+                    "params": params})
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    for item in out:
+        if "error" in item:
+            print(f"{item['family']}: unavailable ({item['error']})")
+            continue
+        print(f"{item['family']}: {item['doc']}")
+        print(f"    e.g. {item['example']}")
+        for p in item["params"]:
+            choices = f" in {p['choices']}" if p["choices"] else ""
+            print(f"    {p['key']:<8} name prefix {p['prefix']!r:<6} {p['type']:<5} default {p['default']}{choices}"
+                  + (f"  {p['doc']}" if p["doc"] else ""))
+    return 0
+
+
+def cmd_score(args) -> int:
+    import predictors
+    from bench.data.sources import prepare
+    from bench.score import score_predictor
+
+    preds = [predictors.get(name, backend=args.backend, seed=args.predictor_seed) for name in args.predictor]
+    prep = prepare(args.dataset, show_progress=not args.json, **_source_options(args))
+    records = []
+    for p in preds:
+        rec = score_predictor(prep, p)
+        rec["dataset"] = prep.data.descriptor
+        records.append(rec)
+        if not args.json:
+            print(f"\n== {rec['name']} on {prep.data.name} (fit {len(prep.fit.lengths)} samples, "
+                  f"eval {len(prep.eval.lengths)} samples; fit {rec['fit_seconds']:.2f} s)")
+            for m in ("recall", "sparsity"):
+                _print_table(f"{m} per layer and head:", rec["per_head"][m])
+            print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in rec["mean"].items()))
+    if args.json:
+        print(json.dumps(_clean(records), default=_json_default))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsebench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="attention data: inspect and export")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("inspect", help="gold sparsity per layer and head")
+    p.add_argument("source", help="minilm, entmax-lm, synthetic or file:PATH")
+    p.add_argument("--json", action="store_true")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_inspect)
+    p = dsub.add_parser("export", help="write a source in the external safetensors format")
+    p.add_argument("source")
+    p.add_argument("file")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("list", help="registered predictors and their parameters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("score", help="fit predictors on fit samples and score them on eval samples")
+    p.add_argument("--dataset", required=True, help="minilm, entmax-lm, synthetic or file:PATH")
+    p.add_argument("--predictor", action="append", required=True, help="predictor name (repeatable)")
+    p.add_argument("--backend", default="torch", choices=("torch", "faiss"))
+    p.add_argument("--predictor-seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    _add_data_options(p)
+    p.set_defaults(func=cmd_score)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from bench.env import configure_threads
+
+    try:
+        configure_threads(getattr(args, "threads", None))
+        return args.func(args)
+    except BenchError as exc:
+        print(f"sparsebench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

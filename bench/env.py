@@ -1,0 +1,59 @@
+"""Thread pinning and the environment record kept with every result.
+
+faiss and torch each start an OpenMP pool; on a 2-core machine, unpinned faiss threads made k-means
+15-70x slower (measured while planning). So the suite pins deliberately, never at import time:
+torch gets ``torch_threads`` (default: the number of usable cores), faiss gets ``faiss_threads``
+(default 1: the work is many small per-head problems, where threads cost more than they give).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(torch_threads: int | None = None, faiss_threads: int = 1) -> dict:
+    """Pin torch and (if installed) faiss thread pools; return what was set."""
+    import torch
+
+    torch_threads = torch_threads or usable_cores()
+    torch.set_num_threads(torch_threads)
+    out = {"torch_threads": torch_threads, "faiss_threads": None}
+    try:
+        import faiss
+    except ImportError:
+        return out
+    faiss.omp_set_num_threads(faiss_threads)
+    out["faiss_threads"] = faiss_threads
+    return out
+
+
+def environment() -> dict:
+    """Versions, device and threads: recorded beside every result."""
+    import torch
+
+    import bench
+
+    env = {"python": platform.python_version(), "platform": platform.platform(),
+           "machine": platform.machine(), "cpu_cores": usable_cores(), "torch": torch.__version__,
+           "torch_threads": torch.get_num_threads(), "sparsefinder_bench": bench.__version__,
+           "cuda_available": torch.cuda.is_available(),
+           "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()}
+    for mod in ("entmax", "faiss", "safetensors", "numpy"):
+        try:
+            m = __import__(mod)
+            env[mod] = getattr(m, "__version__", "unknown")
+        except ImportError:
+            env[mod] = None
+    if env["faiss"]:
+        import faiss
+
+        env["faiss_threads"] = faiss.omp_get_max_threads()
+    return env

@@ -1,0 +1,71 @@
+"""Fit predictors on the fit samples, score them on the eval samples, per layer and head.
+
+:func:`score_predictor` is what ``sparsebench score`` and the benchmark suite call. Its record holds
+numbers only (NaN where undefined): per-head metrics ``[L][H]``, their means, counts, FLOPs and
+timings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from bench.data.sources import Prepared
+from bench.flops import attention_flops
+from bench.metrics import COUNTS, METRICS, macro_average, score_layer
+
+
+def score_predictor(prep: Prepared, predictor, block: int = 256, layers=None) -> dict:
+    """Fit ``predictor`` on ``prep.fit`` and score it on ``prep.eval``.
+
+    Returns
+    -------
+    dict with ``name``, ``family``, ``backend``, ``params``, ``per_head`` (metric -> ``[L][H]`` lists),
+    ``mean`` (metric -> float, the mean over layers and heads), ``fit_seconds``, ``predict_seconds``,
+    ``score_seconds``, and FLOPs: ``prediction_flops`` (the predictor's own cost),
+    ``attention_flops`` (attention on the predicted pairs) and ``dense_flops``, all summed over
+    eval samples, layers and heads.
+    """
+    ev = prep.eval
+    layers = range(ev.num_layers) if layers is None else layers
+    predictor.fit(prep.fit, prep.fit_gold)
+    per_head = {m: [] for m in METRICS + COUNTS}
+    predict_seconds = score_seconds = 0.0
+    for layer in layers:
+        view = ev.layer(layer)
+        start = time.perf_counter()
+        graph = predictor.predict(view, layer)
+        predict_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        res = macro_average(score_layer(view, prep.eval_gold.layers[layer], graph, block=block))
+        score_seconds += time.perf_counter() - start
+        for m in per_head:
+            per_head[m].append(res[m].tolist())
+    d = ev.head_dim
+    dv = ev.v.shape[-1] if ev.v is not None else d
+    pred_pairs = sum(sum(row) for row in per_head["pred_pairs"])
+    valid_pairs = sum(sum(row) for row in per_head["valid_pairs"])
+    heads = ev.num_heads * len(layers)
+    prediction = sum(predictor.flops(int(n), d) for n in ev.lengths) * heads
+    mean = {m: _nanmean(per_head[m]) for m in METRICS}
+    return {
+        "name": predictor.name, "family": predictor.family, "backend": predictor.backend,
+        "params": dict(predictor.values), "seed": predictor.seed,
+        "per_head": {m: per_head[m] for m in METRICS},
+        "mean": mean,
+        "pred_pairs": pred_pairs, "valid_pairs": valid_pairs,
+        "gold_pairs": sum(sum(row) for row in per_head["gold_pairs"]),
+        "prediction_flops": prediction,
+        "attention_flops": attention_flops(pred_pairs, d, dv),
+        "dense_flops": attention_flops(valid_pairs, d, dv),
+        "fit_seconds": predictor.fit_seconds, "predict_seconds": predict_seconds,
+        "score_seconds": score_seconds,
+    }
+
+
+def _nanmean(rows) -> float:
+    t = torch.tensor(rows, dtype=torch.float64)
+    v = t.nanmean().item()
+    return v if not math.isnan(v) else float("nan")

@@ -1,0 +1,55 @@
+import pytest
+
+from bench.data import corpora
+from bench.errors import DataError
+
+
+def test_pydoc_is_always_available_and_stable():
+    a, b = corpora.load_corpus("pydoc"), corpora.load_corpus("pydoc")
+    assert a.sha256 == b.sha256 and len(a.text) > 20_000
+    docs = a.documents()
+    assert len(docs) > 100 and all(len(d) > 1 for d in docs)
+
+
+def test_file_corpus(tmp_path):
+    p = tmp_path / "mine.txt"
+    p.write_text("First paragraph here.\n\nSecond  one,\nwrapped.\n", encoding="utf-8")
+    c = corpora.load_corpus(f"file:{p}")
+    assert c.name == "file:mine.txt"
+    assert c.documents() == ["First paragraph here.", "Second one, wrapped."]
+    assert c.descriptor["corpus_sha256"] == c.sha256
+
+
+@pytest.mark.parametrize("content, message", [(b"", "is empty"), (b"\xff\xfe\xfa", "not UTF-8")])
+def test_bad_file_corpus(tmp_path, content, message):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        corpora.load_corpus(f"file:{p}")
+
+
+def test_unknown_and_missing_corpora(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="unknown corpus 'shakespeare'.*fortunes, kjv, pydoc"):
+        corpora.load_corpus("shakespeare")
+    with pytest.raises(DataError, match="does not exist"):
+        corpora.load_corpus(f"file:{tmp_path / 'absent.txt'}")
+    monkeypatch.setattr(corpora, "FORTUNES_DIR", tmp_path / "nowhere")
+    with pytest.raises(DataError, match="apt-get install fortunes"):
+        corpora.load_corpus("fortunes")
+    monkeypatch.setattr(corpora.shutil, "which", lambda name: None)
+    with pytest.raises(DataError, match="apt-get install bible-kjv"):
+        corpora.load_corpus("kjv")
+    assert corpora.default_corpus_name() == "pydoc"
+
+
+@pytest.mark.skipif(not corpora._fortunes_available(), reason="Debian package fortunes not installed")
+def test_fortunes_is_the_default_when_installed():
+    assert corpora.default_corpus_name() == "fortunes"
+    c = corpora.load_corpus()
+    assert c.name == "fortunes" and len(c.documents()) > 1000
+
+
+@pytest.mark.skipif(not corpora._kjv_available(), reason="Debian package bible-kjv not installed")
+def test_kjv_text():
+    c = corpora.load_corpus("kjv")
+    assert c.text.startswith("In the beginning God created the heaven and the earth.")

@@ -1,0 +1,92 @@
+import warnings
+
+import pytest
+import torch
+from entmax import entmax15, sparsemax
+
+from bench.data import sources
+from bench.data.cache import entry_path
+from bench.data.synthetic import synthetic
+from bench.gold import compute_gold
+
+
+def dense_reference(data, layer, s, alpha_fn=entmax15):
+    """Whole-matrix reference: entmax over valid (and past) keys, zero elsewhere."""
+    n = int(data.lengths[s])
+    view = data.layer(layer)
+    scores = view.q[s, :, :n].double() @ view.k[s, :, :n].double().transpose(-1, -2) * data.scale
+    if data.causal:
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), -1e9)
+    return alpha_fn(scores, dim=-1)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("block", [7, 64, 500])
+def test_gold_matches_dense_entmax(causal, block):
+    d = synthetic(samples=3, layers=2, heads=3, length=45, dim=8, causal=causal, seed=11)
+    gold = compute_gold(d, block=block)
+    for layer in range(2):
+        for s in range(3):
+            n = int(d.lengths[s])
+            mask, probs = gold.layers[layer].block(s, 0, n, n)
+            ref = dense_reference(d, layer, s)
+            assert torch.equal(mask, ref > 0)
+            assert torch.allclose(probs.double(), ref, atol=1e-6)
+            assert torch.allclose(probs.sum(-1), torch.ones(3, n), atol=1e-5)
+    # padding rows have empty support
+    assert gold.layers[0].counts[2, :, int(d.lengths[2]):].sum() == 0
+
+
+def test_blocking_does_not_change_the_gold():
+    d = synthetic(samples=2, layers=1, heads=2, length=97, dim=8, seed=3)
+    a, b = compute_gold(d, block=13), compute_gold(d, block=256)
+    for x, y in zip(a.layers[0].state("a").values(), b.layers[0].state("a").values()):
+        assert torch.equal(x, y)
+
+
+def test_other_alpha_uses_bisection():
+    d = synthetic(samples=2, layers=1, heads=2, length=33, dim=8, seed=5)
+    d.alpha = 2.0
+    gold = compute_gold(d)
+    assert gold.bisect_iters == 50
+    n = int(d.lengths[0])
+    mask, probs = gold.layers[0].block(0, 0, n, n)
+    ref = dense_reference(d, 0, 0, alpha_fn=sparsemax)
+    assert torch.allclose(probs.double(), ref, atol=1e-4)
+    # bisection may keep near-zero entries that sparsemax drops only at the boundary
+    assert (mask != (ref > 0)).float().mean() < 0.01
+
+
+def test_sparsity_counts_valid_pairs():
+    d = synthetic(samples=2, layers=1, heads=1, length=20, dim=4, causal=True, ragged=False)
+    gold = compute_gold(d)
+    counts = gold.layers[0].counts.sum(-1).double()
+    assert torch.allclose(gold.layers[0].sparsity(), 1 - counts / 210)
+
+
+def test_gold_cache_round_trip_and_corruption(isolated_cache):
+    d = synthetic(samples=2, layers=2, heads=2, length=30, dim=4)
+    g1 = sources.gold_for(d)
+    path = entry_path("gold", sources.gold_descriptor(d, 256))
+    assert path.exists()
+    g2 = sources.gold_for(d)
+    assert torch.equal(g1.layers[1].probs, g2.layers[1].probs)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="rebuilding"):
+        g3 = sources.gold_for(d)
+    assert torch.equal(g1.layers[1].cols, g3.layers[1].cols)
+    path.write_bytes(b"not a safetensors file")
+    with pytest.warns(UserWarning, match="unreadable"):
+        sources.gold_for(d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sources.gold_for(d)  # rebuilt entry is good again
+
+
+def test_gold_key_changes_with_the_data():
+    a = synthetic(samples=2, layers=1, heads=2, length=30, dim=4, seed=1)
+    b = synthetic(samples=2, layers=1, heads=2, length=30, dim=4, seed=1)
+    b.q[0, 0, 0, 0, 0] += 1.0
+    assert sources.gold_descriptor(a, 256) != sources.gold_descriptor(b, 256)
