@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 from bench.errors import BenchError
 
@@ -145,6 +146,28 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from bench.compare import compare, load_json, make_baseline
+    from bench.records import write_json_atomic
+
+    run = Path(args.run)
+    summary = load_json(run / "summary.json" if run.is_dir() else run, "run summary")
+    if args.update:
+        write_json_atomic(Path(args.baseline), make_baseline(summary))
+        print(f"wrote baseline {args.baseline} from {run}")
+        return 0
+    baseline = load_json(Path(args.baseline), "baseline")
+    failures, notes = compare(summary, baseline, check_speed=not args.no_speed)
+    for line in notes:
+        print(f"note: {line}")
+    for line in failures:
+        print(f"FAIL: {line}")
+    checked = len(baseline["entries"])
+    print(f"{'FAILED' if failures else 'passed'}: {checked} configurations against {args.baseline}, "
+          f"{len(failures)} regression(s)")
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsebench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_data_options(p)
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("compare", help="regression gates: a run against a committed baseline")
+    p.add_argument("run", help="a run folder (reports/runs/NAME) or its summary.json")
+    p.add_argument("--baseline", required=True, help="baseline JSON (e.g. reports/baselines/smoke.json)")
+    p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
+    p.add_argument("--no-speed", action="store_true", help="check quality only")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -18,7 +18,13 @@ from bench.metrics import COUNTS, METRICS, macro_average, score_layer
 
 
 def score_predictor(prep: Prepared, predictor, block: int = 256, layers=None) -> dict:
-    """Fit ``predictor`` on ``prep.fit`` and score it on ``prep.eval``.
+    """Fit ``predictor`` on ``prep.fit`` and score it on ``prep.eval`` (see :func:`score_fitted`)."""
+    predictor.fit(prep.fit, prep.fit_gold)
+    return score_fitted(prep, predictor, block=block, layers=layers)
+
+
+def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None) -> dict:
+    """Score an already fitted ``predictor`` on ``prep.eval``, layer by layer.
 
     Returns
     -------
@@ -30,7 +36,6 @@ def score_predictor(prep: Prepared, predictor, block: int = 256, layers=None) ->
     """
     ev = prep.eval
     layers = range(ev.num_layers) if layers is None else layers
-    predictor.fit(prep.fit, prep.fit_gold)
     per_head = {m: [] for m in METRICS + COUNTS}
     predict_seconds = score_seconds = 0.0
     for layer in layers:

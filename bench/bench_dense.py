@@ -1,0 +1,34 @@
+"""Dense references on the same eval samples as the predictors, in the same run (see bench.dense)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.cases import dataset_id, sync, to_device
+from bench.dense import dense_layer
+from bench.records import record_path, write_json_atomic
+
+
+def bench_dense(benchmark, dense_case, prepared, bench_config):
+    dataset, method = dense_case
+    state = bench_config.sparsebench
+    path = record_path(state["run"], "dense", f"{dataset_id(dataset)}--{method}")
+    if path.exists():
+        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    prep = prepared(dataset, bench_config)
+    device = bench_config.getoption("device")
+    views = [to_device(prep.eval.layer(layer), device) for layer in range(prep.eval.num_layers)]
+
+    def run():
+        for view in views:
+            dense_layer(view, method)
+        sync(device)
+
+    benchmark.pedantic(run, rounds=state["profile"]["rounds"], warmup_rounds=1, iterations=1)
+    stats = benchmark.stats.stats
+    heads = prep.eval.num_layers * prep.eval.num_heads
+    rec = {"kind": "dense", "dataset": dataset, "method": method, "device": device,
+           "time": {"mean": stats.mean, "median": stats.median, "min": stats.min, "stddev": stats.stddev,
+                    "rounds": stats.rounds, "per_head_mean": stats.mean / heads}}
+    benchmark.extra_info.update({"kind": "dense", "dataset": dataset, "method": method, "device": device})
+    write_json_atomic(path, rec)

@@ -1,0 +1,56 @@
+"""Every predictor configuration of the sweep, on every dataset: prediction time and quality.
+
+Fitting (projections, centroids, rotations) happens once, outside the timed part, and is recorded as
+``fit_seconds``. The timed call predicts the compact graphs of every layer of the eval samples.
+Quality is then scored per layer and head (``bench.score.score_fitted``) and stored, numbers only, in
+the benchmark's ``extra_info`` and in the run's record for this configuration.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import predictors
+from bench.cases import dataset_id, sync
+from bench.env import environment
+from bench.records import record_path, write_json_atomic
+from bench.score import score_fitted
+
+
+def bench_predictor(benchmark, predictor_case, prepared, bench_config):
+    dataset, backend, name = predictor_case
+    state = bench_config.sparsebench
+    path = record_path(state["run"], "predictor", f"{dataset_id(dataset)}--{backend}--{name}")
+    if path.exists():
+        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    prep = prepared(dataset, bench_config)
+    predictor = predictors.get(name, backend=backend, seed=0)
+    predictor.fit(prep.fit, prep.fit_gold)
+    views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
+    device = bench_config.getoption("device")
+
+    def predict_all_layers():
+        graphs = [predictor.predict(view, layer) for layer, view in enumerate(views)]
+        sync(device)
+        return graphs
+
+    benchmark.pedantic(predict_all_layers, rounds=state["profile"]["rounds"], warmup_rounds=1, iterations=1)
+    rec = score_fitted(prep, predictor)
+    stats = benchmark.stats.stats
+    heads = prep.eval.num_layers * prep.eval.num_heads
+    rec.update({
+        "kind": "predictor", "dataset": dataset, "dataset_descriptor": prep.data.descriptor,
+        "device": device, "eval_samples": prep.eval.num_samples, "fit_samples": prep.fit.num_samples,
+        "layers": prep.eval.num_layers, "heads": prep.eval.num_heads,
+        "time": {"mean": stats.mean, "median": stats.median, "min": stats.min, "stddev": stats.stddev,
+                 "rounds": stats.rounds, "per_head_mean": stats.mean / heads},
+        "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
+        "environment": {**environment(), **state["threads"]},
+    })
+    benchmark.extra_info.update({
+        "kind": "predictor", "dataset": dataset, "method": name, "family": rec["family"], "backend": backend,
+        "device": device, **{f"param_{k}": v for k, v in rec["params"].items()},
+        **rec["mean"], "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
+        "dense_flops": rec["dense_flops"], "fit_seconds": rec["fit_seconds"],
+    })
+    write_json_atomic(path, rec)

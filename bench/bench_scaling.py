@@ -1,0 +1,69 @@
+"""How cost grows with n: predictors and dense references on MiniLM-shaped synthetic heads.
+
+One layer of 12 heads, head dim 32, one sample of ``n`` tokens, for every ``n`` of the profile's
+``scaling_n``. Predictors are fitted once on short synthetic samples of the same shape (what they
+learn does not depend on ``n``) and timed predicting at each ``n``; dense references are timed on the
+same tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import predictors
+from bench.cases import sync, to_device
+from bench.data.sources import gold_for
+from bench.data.synthetic import synthetic
+from bench.dense import dense_layer
+from bench.flops import attention_flops
+from bench.records import record_path, write_json_atomic
+
+HEADS, DIM = 12, 32
+
+
+@functools.lru_cache(maxsize=1)
+def fit_set():
+    data = synthetic(samples=4, layers=1, heads=HEADS, length=256, dim=DIM, seed=1, sharpness=3.0)
+    return data, gold_for(data)
+
+
+@functools.lru_cache(maxsize=2)
+def scaling_view(n: int):
+    return synthetic(samples=1, layers=1, heads=HEADS, length=n, dim=DIM, seed=2, sharpness=3.0,
+                     ragged=False).layer(0)
+
+
+def bench_scaling(benchmark, scaling_case, bench_config):
+    n, backend, method = scaling_case
+    state = bench_config.sparsebench
+    path = record_path(state["run"], "scaling", f"n{n}--{backend}--{method}")
+    if path.exists():
+        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    device = bench_config.getoption("device")
+    view = scaling_view(n)
+    rounds = state["profile"]["rounds"]
+    if backend == "dense":
+        view = to_device(view, device)
+
+        def run():
+            dense_layer(view, method)
+            sync(device)
+        flops = attention_flops(n * n, DIM) * HEADS
+    else:
+        predictor = predictors.get(method, backend=backend, seed=0).fit(*fit_set())
+
+        def run():
+            predictor.predict(view, 0)
+            sync(device)
+        flops = predictor.flops(n, DIM) * HEADS
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    stats = benchmark.stats.stats
+    rec = {"kind": "scaling", "n": n, "backend": backend, "method": method, "device": device, "heads": HEADS,
+           "head_dim": DIM, "flops": flops,
+           "time": {"mean": stats.mean, "median": stats.median, "min": stats.min, "stddev": stats.stddev,
+                    "rounds": stats.rounds}}
+    benchmark.extra_info.update({"kind": "scaling", "n": n, "backend": backend, "method": method,
+                                 "device": device, "flops": flops})
+    write_json_atomic(path, rec)

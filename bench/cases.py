@@ -1,0 +1,29 @@
+"""Small helpers shared by the benchmark modules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+
+def dataset_id(dataset: str) -> str:
+    """A file-name-safe id: ``file:/x/my data.safetensors`` -> ``file-my_data``."""
+    if dataset.startswith("file:"):
+        stem = dataset[5:].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        return "file-" + re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
+    return dataset
+
+
+def sync(device: str) -> None:
+    """Wait for queued CUDA work, so a timed call measures the work and not its launch."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def to_device(view, device: str):
+    if device == "cpu":
+        return view
+    move = lambda t: None if t is None else t.to(device)
+    return replace(view, q=move(view.q), k=move(view.k), v=move(view.v))

@@ -1,0 +1,179 @@
+"""pytest-benchmark configuration of the suite: options, parametrisation, records, summary.
+
+Run it with ``pytest -c bench/pytest.ini`` (``tox -e bench`` does). Options:
+
+    --dataset D[,D...]   registry names or file:PATH (default: the profile's datasets)
+    --profile P          smoke | default | full (default: default)
+    --predictors GLOB    only predictor names matching the glob(s), comma separated
+    --backend B          torch | faiss | all (default: all installed)
+    --device D           cpu | cuda (cuda must exist: no silent fallback)
+    --run NAME           results go to reports/runs/NAME (default: the profile name)
+    --fresh              discard the run's earlier records instead of resuming
+    --no-scaling         skip the scaling sweep
+
+Finished configurations are kept as records; a second session with the same run name skips them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from bench.errors import BenchError
+
+PROFILE_FILE = Path(__file__).with_name("profiles.toml")
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("sparsebench")
+    g.addoption("--dataset", default=None, help="dataset(s), comma separated: minilm, entmax-lm, synthetic, file:PATH")
+    g.addoption("--profile", default="default", choices=("smoke", "default", "full"))
+    g.addoption("--predictors", default=None, help="glob(s) over predictor names, comma separated")
+    g.addoption("--backend", default="all", choices=("torch", "faiss", "all"))
+    g.addoption("--device", default="cpu", choices=("cpu", "cuda"))
+    g.addoption("--run", default=None, help="run name (results under reports/runs/NAME)")
+    g.addoption("--fresh", action="store_true", help="discard earlier records of this run")
+    g.addoption("--no-scaling", action="store_true", help="skip the scaling sweep")
+    g.addoption("--threads", type=int, default=None, help="torch threads (default: usable cores)")
+
+
+def load_profile(name: str) -> dict:
+    with open(PROFILE_FILE, "rb") as f:
+        return tomllib.load(f)[name]
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pytest_configure(config):
+    from bench import records
+    from bench.env import configure_threads
+
+    if config.getoption("device") == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("--device cuda asked for, but torch sees no CUDA device here")
+    profile = config.getoption("profile")
+    run = records.run_dir(config.getoption("run") or profile)
+    if config.getoption("fresh") and run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    config.sparsebench = {"profile": load_profile(profile), "profile_name": profile, "run": run,
+                          "threads": configure_threads(config.getoption("threads"))}
+    if not config.getoption("benchmark_json", None):
+        config.option.benchmark_json = run / f"benchmark-{time.strftime('%Y%m%dT%H%M%S')}.json"
+
+
+def _datasets(config) -> list[str]:
+    opt = config.getoption("dataset")
+    return [d.strip() for d in opt.split(",")] if opt else list(config.sparsebench["profile"]["datasets"])
+
+
+def _backends(config) -> list[str]:
+    opt = config.getoption("backend")
+    if opt == "all":
+        return ["torch", "faiss"] if faiss_available() else ["torch"]
+    return [opt]
+
+
+def pytest_generate_tests(metafunc):
+    from bench.sweeps import sweep_names
+
+    config = metafunc.config
+    prof = config.sparsebench["profile"]
+    pattern = config.getoption("predictors")
+    if "predictor_case" in metafunc.fixturenames:
+        cases = []
+        for backend in _backends(config):
+            try:
+                names = sweep_names(config.sparsebench["profile_name"], pattern=pattern, backend=backend)
+            except BenchError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            cases += [(ds, backend, n) for ds in _datasets(config) for n in names]
+        metafunc.parametrize("predictor_case", cases, ids=[f"{d}-{b}-{n}" for d, b, n in cases])
+    if "dense_case" in metafunc.fixturenames:
+        cases = [(ds, m) for ds in _datasets(config) for m in prof["dense"]]
+        metafunc.parametrize("dense_case", cases, ids=[f"{d}-{m}" for d, m in cases])
+    if "scaling_case" in metafunc.fixturenames:
+        import fnmatch
+
+        if config.getoption("no_scaling"):
+            cases = []
+        else:
+            preds = [p for p in prof["scaling_predictors"]
+                     if not pattern or any(fnmatch.fnmatchcase(p, x.strip()) for x in pattern.split(","))]
+            cases = [(n, "dense", m) for n in prof["scaling_n"] for m in prof["scaling_dense"]
+                     if not (m == "entmax-bisect" and n > prof["scaling_bisect_max"])]
+            cases += [(n, b, p) for n in prof["scaling_n"] for b in _backends(config) for p in preds]
+        metafunc.parametrize("scaling_case", cases, ids=[f"n{n}-{b}-{m}" for n, b, m in cases])
+
+
+_PREPARED: dict = {}
+
+
+@pytest.fixture(scope="session")
+def prepared():
+    """``prepared(dataset)`` -> bench.data.sources.Prepared, loaded once per session."""
+    from bench.data.sources import prepare
+
+    def get(dataset: str, config):
+        if dataset not in _PREPARED:
+            opts = {} if dataset.startswith("file:") else dict(config.sparsebench["profile"]["data"])
+            if dataset == "synthetic":
+                opts = {"samples": opts.get("samples"), "length": opts.get("length")}
+            try:
+                _PREPARED[dataset] = prepare(dataset, show_progress=True, **opts)
+            except BenchError as exc:
+                raise pytest.UsageError(f"dataset {dataset}: {exc}") from None
+        return _PREPARED[dataset]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def bench_config(pytestconfig):
+    return pytestconfig
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from bench.env import environment
+
+    machine_info["sparsebench"] = {**environment(), **config.sparsebench["threads"],
+                                   "profile": config.sparsebench["profile_name"]}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from bench.summary import write_summary
+
+    config = session.config
+    if not hasattr(config, "sparsebench"):
+        return
+    try:
+        paths = write_summary(config.sparsebench["run"])
+    except BenchError as exc:  # a corrupt record: say which, keep the others
+        config.sparsebench["summary_error"] = str(exc)
+        return
+    config.sparsebench["summary_paths"] = paths
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not hasattr(config, "sparsebench"):
+        return
+    tr = terminalreporter
+    if "summary_error" in config.sparsebench:
+        tr.write_line(f"sparsebench: could not summarise: {config.sparsebench['summary_error']}", red=True)
+        return
+    tr.write_sep("=", "sparsebench results")
+    tr.write_line(f"run folder: {config.sparsebench['run']}")
+    for p in config.sparsebench.get("summary_paths", []):
+        tr.write_line(f"  {p}")

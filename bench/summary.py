@@ -1,0 +1,83 @@
+"""Assemble a run's records into ``results.csv`` (tidy) and ``summary.json``.
+
+``results.csv`` has one row per dataset x backend x predictor configuration x layer x head, with the
+per-head metrics and the configuration's timings; ``summary.json`` has one entry per configuration
+(means, timings, FLOPs and the ratio of its prediction time to each dense reference measured in the
+same run on the same eval samples), the dense and scaling records, and the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from bench.metrics import METRICS
+from bench.records import load_records, write_json_atomic
+
+
+def _ratios(rec: dict, dense: dict) -> dict:
+    out = {}
+    for (dataset, method), d in dense.items():
+        if dataset == rec["dataset"]:
+            out[method] = rec["time"]["mean"] / d["time"]["mean"] if d["time"]["mean"] else math.nan
+    return out
+
+
+def summarise(run: Path) -> dict:
+    preds = load_records(run, "predictor")
+    dense = {(d["dataset"], d["method"]): d for d in load_records(run, "dense")}
+    scaling = load_records(run, "scaling")
+    entries = []
+    for rec in preds:
+        entries.append({
+            "dataset": rec["dataset"], "backend": rec["backend"], "name": rec["name"], "family": rec["family"],
+            "params": rec["params"], "mean": rec["mean"], "time": rec["time"], "fit_seconds": rec["fit_seconds"],
+            "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
+            "dense_flops": rec["dense_flops"], "gold_sparsity": rec.get("gold_sparsity"),
+            "ratio_to_dense": _ratios(rec, dense), "dataset_descriptor": rec.get("dataset_descriptor"),
+        })
+    env = preds[0]["environment"] if preds else {}
+    return {"environment": env, "predictors": entries, "dense": list(dense.values()), "scaling": scaling}
+
+
+def tidy_rows(run: Path) -> list[dict]:
+    rows = []
+    for rec in load_records(run, "predictor"):
+        per_head = rec["per_head"]
+        for layer, row in enumerate(per_head["recall"]):
+            for head in range(len(row)):
+                r = {"dataset": rec["dataset"], "backend": rec["backend"], "name": rec["name"],
+                     "family": rec["family"], "layer": layer, "head": head}
+                r.update({f"param_{k}": v for k, v in rec["params"].items()})
+                for m in METRICS:
+                    v = per_head[m][layer][head]
+                    r[m] = math.nan if v is None else v
+                r["predict_seconds_mean"] = rec["time"]["mean"]
+                r["fit_seconds"] = rec["fit_seconds"]
+                rows.append(r)
+    return rows
+
+
+def write_summary(run: Path) -> list[Path]:
+    import pandas as pd
+
+    summary = summarise(run)
+    paths = []
+    out = run / "summary.json"
+    write_json_atomic(out, summary)
+    paths.append(out)
+    rows = tidy_rows(run)
+    if rows:
+        csv = run / "results.csv"
+        fd, tmp = tempfile.mkstemp(prefix="results.", suffix=".tmp", dir=run)
+        os.close(fd)
+        try:
+            pd.DataFrame(rows).to_csv(tmp, index=False)
+            os.replace(tmp, csv)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        paths.append(csv)
+    return paths
