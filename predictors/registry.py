@@ -23,7 +23,11 @@ TORCH_FAMILIES: dict[str, str] = {
     "reformer": "predictors.torch.reformer:ReformerLSH",
     "routing": "predictors.torch.routing:RoutingKMeans",
 }
-FAISS_FAMILIES: dict[str, str] = {}
+FAISS_FAMILIES: dict[str, str] = {
+    "sf-kmeans": "predictors.faiss.sf_clustering:FaissSparsefinderClustering",
+    "routing": "predictors.faiss.routing:FaissRoutingKMeans",
+    "reformer": "predictors.faiss.reformer:FaissReformerLSH",
+}
 
 
 def _load(path: str):
