@@ -58,7 +58,8 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None) -> di
     return {
         "name": predictor.name, "family": predictor.family, "backend": predictor.backend,
         "params": dict(predictor.values), "seed": predictor.seed,
-        "per_head": {m: per_head[m] for m in METRICS},
+        "per_head": {**{m: per_head[m] for m in METRICS},
+                     "gold_sparsity": [prep.eval_gold.layers[layer].sparsity().mean(0).tolist() for layer in layers]},
         "mean": mean,
         "pred_pairs": pred_pairs, "valid_pairs": valid_pairs,
         "gold_pairs": sum(sum(row) for row in per_head["gold_pairs"]),

@@ -51,7 +51,9 @@ def tidy_rows(run: Path) -> list[dict]:
                 r = {"dataset": rec["dataset"], "backend": rec["backend"], "name": rec["name"],
                      "family": rec["family"], "layer": layer, "head": head}
                 r.update({f"param_{k}": v for k, v in rec["params"].items()})
-                for m in METRICS:
+                for m in METRICS + ("gold_sparsity",):
+                    if m not in per_head:
+                        continue
                     v = per_head[m][layer][head]
                     r[m] = math.nan if v is None else v
                 r["predict_seconds_mean"] = rec["time"]["mean"]
