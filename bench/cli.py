@@ -4,6 +4,8 @@
     sparsebench data export SOURCE FILE                  write a source in the external format
     sparsebench list [--json]                            registered predictors and their parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
+    sparsebench compare RUN --baseline FILE              regression gates against a baseline
+    sparsebench report RUN                               render the trade-off report of a run
 
 Bad input ends with one line ``sparsebench: error: ...`` and exit status 2, never a traceback.
 """
@@ -200,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
     p.add_argument("--no-speed", action="store_true", help="check quality only")
     p.set_defaults(func=cmd_compare)
+    from bench.report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

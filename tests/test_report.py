@@ -1,0 +1,272 @@
+"""bench.report: a report rendered end to end (papermill, nbconvert) from a tiny hand-made run folder,
+opened in headless Chromium; and the small pieces (parameters cell, command line, Markdown)."""
+
+import argparse
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from bench import report
+from bench.errors import BenchError
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "notebooks" / "report.ipynb"
+LAYERS, HEADS = 2, 3
+# dataset -> configurations: (backend, name, family, params, sparsity, recall)
+CONFIGS = {
+    "tiny": [
+        ("torch", "sf-kmeans-k8-top1", "sf-kmeans", {"k": 8, "top": 1}, 0.93, 0.62),
+        ("faiss", "sf-kmeans-k8-top1", "sf-kmeans", {"k": 8, "top": 1}, 0.92, 0.70),
+        ("torch", "sf-kmeans-k4-top2", "sf-kmeans", {"k": 4, "top": 2}, 0.70, 0.90),
+        ("faiss", "sf-kmeans-k4-top2", "sf-kmeans", {"k": 4, "top": 2}, 0.71, 0.88),
+        ("torch", "window-w3", "window", {"w": 3, "g": 0}, 0.96, 0.20),
+        ("torch", "window-w3-g1", "window", {"w": 3, "g": 1}, 0.95, 0.45),
+        ("torch", "window-w11-g1", "window", {"w": 11, "g": 1}, 0.85, 0.60),
+        ("torch", "reformer-raw-b8-h2", "reformer", {"space": "raw", "b": 8, "h": 2}, 0.80, 0.40),
+    ],
+    "tiny2": [
+        ("torch", "sf-kmeans-k8-top1", "sf-kmeans", {"k": 8, "top": 1}, 0.90, 0.50),
+        ("torch", "window-w3-g1", "window", {"w": 3, "g": 1}, 0.95, 0.55),
+        ("torch", "window-w3", "window", {"w": 3, "g": 0}, 0.96, 0.25),
+    ],
+}
+GOLD = [[0.9, 0.7, 0.95], [0.85, 0.97, 0.8]]  # gold sparsity per layer and head (dataset tiny)
+
+
+def write_tiny_run(run: Path) -> None:
+    """A run folder as bench.summary writes it: summary.json and results.csv, numbers only."""
+    run.mkdir(parents=True)
+    predictors, rows = [], []
+    for ds, items in CONFIGS.items():
+        for backend, name, family, params, sp, rec in items:
+            err = math.nan if family == "reformer" else (1 - rec) * 0.5  # one NaN output_error
+            predictors.append({
+                "dataset": ds, "backend": backend, "name": name, "family": family, "params": params,
+                "mean": {"recall": rec, "sparsity": sp, "precision": 0.3, "exact": rec / 2, "mass": rec + 0.1,
+                         "output_error": None if math.isnan(err) else err},
+                "time": {"mean": 0.002, "median": 0.002, "min": 0.001, "stddev": 0.0, "rounds": 2},
+                "fit_seconds": 0.1, "prediction_flops": 1e5, "attention_flops": (1 - sp) * 4e7, "dense_flops": 4e7,
+                "gold_sparsity": 0.87, "ratio_to_dense": {"entmax15-topk": 0.5},
+                "dataset_descriptor": {"source": ds, "corpus": "fortunes", "corpus_sha256": "c0ffee" * 10 + "abcd",
+                                       "samples": 4, "length": 64},
+            })
+            for layer in range(LAYERS):
+                for head in range(HEADS):
+                    r = min(1.0, max(0.0, rec + 0.1 * (head - 1) - 0.05 * layer))
+                    g = GOLD[layer][head]
+                    rows.append({"dataset": ds, "backend": backend, "name": name, "family": family,
+                                 "layer": layer, "head": head, **{f"param_{k}": v for k, v in params.items()},
+                                 "recall": r, "sparsity": sp, "precision": min(1.0, (1 - g) * r / (1 - sp)),
+                                 "exact": r / 2, "mass": min(1.0, r + 0.1), "output_error": err,
+                                 # tiny2 has no recorded gold sparsity: the report estimates it
+                                 "gold_sparsity": g if ds == "tiny" else math.nan,
+                                 "predict_seconds_mean": 0.002, "fit_seconds": 0.1})
+    dense_t = {128: 0.001, 256: 0.004, 512: 0.016}
+    scaling = [{"kind": "scaling", "n": n, "backend": "dense", "method": "entmax15-topk", "device": "cpu",
+                "heads": 12, "head_dim": 32, "flops": 1.0, "time": {"mean": t, "min": t}} for n, t in dense_t.items()]
+    scaling += [{"kind": "scaling", "n": n, "backend": "dense", "method": "softmax-sdpa", "device": "cpu",
+                 "time": {"mean": t / 10, "min": t / 10}} for n, t in dense_t.items()]
+    kmeans_t = {128: 0.002, 256: 0.003, 512: 0.004}  # cheaper than entmax15-topk from n = 256
+    scaling += [{"kind": "scaling", "n": n, "backend": "torch", "method": "sf-kmeans-k8-top1", "device": "cpu",
+                 "time": {"mean": t, "min": t}} for n, t in kmeans_t.items()]
+    scaling += [{"kind": "scaling", "n": n, "backend": "faiss", "method": "sf-kmeans-k8-top1", "device": "cpu",
+                 "time": {"mean": 0.0005, "min": 0.0005}} for n in dense_t]
+    summary = {"environment": {"python": "3.11.7", "torch": "2.13.0+cpu", "faiss": "1.15.1", "cpu_cores": 2},
+               "predictors": predictors,
+               "dense": [{"kind": "dense", "dataset": "tiny", "method": "entmax15-topk", "device": "cpu",
+                          "time": {"mean": 0.004}}],
+               "scaling": scaling}
+    (run / "summary.json").write_text(json.dumps(summary, indent=1))
+    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """The tiny run rendered once (about 10-30 s: a Jupyter kernel starts and draws every figure)."""
+    base = tmp_path_factory.mktemp("report")
+    run = base / "runs" / "tiny-run"
+    write_tiny_run(run)
+    paths = report.render(run, notebooks=[TEMPLATE])
+    return run, run / "report", paths
+
+
+def test_render_writes_every_output(rendered):
+    run, out, paths = rendered
+    names = {p.relative_to(out).as_posix() for p in paths}
+    assert {"report.ipynb", "report.html", "README.md"} <= names
+    for ds in ("tiny", "tiny2"):
+        for fig in (f"tradeoff-sparsity-recall--{ds}", f"tradeoff-sparsity-mass--{ds}",
+                    f"tradeoff-sparsity-output_error--{ds}", f"heads-gold-sparsity--{ds}", f"heads-recall--{ds}",
+                    f"flops-recall--{ds}"):
+            assert f"figures/{fig}.png" in names
+    assert "figures/scaling.png" in names
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 0, p
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The executed notebook ran clean: no errors, nothing on stderr (warnings would show in the HTML).
+    nb = nbformat.read(out / "report.ipynb", as_version=4)
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            assert o["output_type"] != "error", o
+            assert not (o["output_type"] == "stream" and o["name"] == "stderr"), o["text"]
+
+
+def test_report_answers_the_questions(rendered):
+    _, out, _ = rendered
+    readme = (out / "README.md").read_text()
+    html = (out / "report.html").read_text()
+    # Which family is best at sparsity 0.9 on each dataset (the FAISS twin wins on tiny).
+    for text in ("tiny: best recall at sparsity &gt;= 0.9 is 0.700, by sf-kmeans (sf-kmeans-k8-top1, faiss)",
+                 "tiny2: best recall at sparsity &gt;= 0.9 is 0.550, by window+sink (window-w3-g1, torch)"):
+        assert text in html
+        assert text.replace("&gt;", ">") in readme
+    assert "no other family beats the window+sink baseline" in readme
+    # Hardest heads: head 0 of layer 1 has the lowest recall of the chosen configuration.
+    assert "tiny: the hardest heads for sf-kmeans-k8-top1 (faiss) are L1H0" in readme
+    # From which n each predictor is cheaper than dense entmax15-topk.
+    assert "sf-kmeans-k8-top1 (torch): cheaper from n = 256 than dense entmax15-topk" in readme
+    assert "sf-kmeans-k8-top1 (faiss): cheaper at every measured n (from n = 128)" in readme
+    # The matched table, baseline row named, and the environment with the corpus hash.
+    assert "| tiny | window+sink (baseline) | torch | 0.600 (window-w11-g1, sparsity 0.850)" in readme
+    assert "c0ffee" * 10 + "abcd" in html
+    matched = pd.read_csv(out / "tables" / "matched-sparsity-recall.csv")
+    assert set(matched["level"]) == {0.8, 0.9, 0.95}
+    # Every figure of the README exists; the HTML loads nothing from the network and shows no code.
+    for link in re.findall(r"\]\((figures/[^)]+)\)", readme):
+        assert (out / link).is_file()
+    assert not re.search(r'<script[^>]+src="https?:', html)
+    assert "import pareto" not in html and "load_run(" not in html
+
+
+def test_rerender_replaces_stale_figures(rendered, tmp_path):
+    _, out, _ = rendered
+    copy = tmp_path / "report"
+    shutil.copytree(out, copy)
+    (copy / "figures" / "mine.png").write_bytes(b"not ours")
+    report._clean_previous(copy)  # what render does before executing again
+    # What the last render listed is gone, anything else stays.
+    assert not (copy / "figures" / "tradeoff-sparsity-recall--tiny.png").exists()
+    assert not (copy / "tables" / "matched-sparsity-recall.csv").exists()
+    assert not (copy / "report.manifest.json").exists()
+    assert (copy / "figures" / "mine.png").is_file() and (copy / "report.html").is_file()
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None and Path("/usr/bin/chromium").is_file():
+        exe = "/usr/bin/chromium"
+    if exe is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium): cannot open the HTML")
+    return exe
+
+
+def test_html_opens_in_headless_chromium(rendered, tmp_path):
+    exe = chromium()
+    _, out, paths = rendered
+    html = out / "report.html"
+    figures = [p for p in paths if p.suffix == ".png"]
+    dom = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-dom'}", "--dump-dom",
+                          html.as_uri()], capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    imgs = re.findall(r'<img[^>]+src="data:image/png;base64,([A-Za-z0-9+/=]{100,})"', dom.stdout)
+    assert len(imgs) == len(figures)
+    assert "Key findings" in dom.stdout
+    assert 'alt="tiny: recall against sparsity"' in dom.stdout  # figures carry their titles as alt text
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}",
+                          "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (2400, 1280) and pixels.std() > 0.01  # something was drawn
+
+
+# ---------------------------------------------------------------- small pieces, no kernel
+
+
+def test_template_parameters_cell_is_literal_only():
+    params = report.notebook_parameters(TEMPLATE)
+    assert {"run_dir", "dataset", "x_metric", "y_metric", "levels", "level", "predictor", "reference",
+            "out_dir", "manifest"} <= set(params)
+    assert params["x_metric"] == "sparsity" and params["y_metric"] == "recall"
+    assert params["levels"] == [0.8, 0.9, 0.95]
+
+
+def test_parameters_cell_rules(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("a = 1\nb = f(2)", metadata={"tags": ["parameters"]})]
+    nbformat.write(nb, tmp_path / "bad.ipynb")
+    with pytest.raises(BenchError, match="b is not a literal"):
+        report.notebook_parameters(tmp_path / "bad.ipynb")
+    nb.cells = [nbformat.v4.new_code_cell("a = 1")]
+    nbformat.write(nb, tmp_path / "none.ipynb")
+    with pytest.raises(BenchError, match="exactly one cell tagged 'parameters'"):
+        report.notebook_parameters(tmp_path / "none.ipynb")
+
+
+def test_render_rejects_bad_input_before_starting_a_kernel(tmp_path):
+    with pytest.raises(BenchError, match="no summary.json"):
+        report.render(tmp_path)
+    run = tmp_path / "run"
+    write_tiny_run(run)
+    with pytest.raises(BenchError, match="has no parameter colour"):
+        report.render(run, notebooks=[TEMPLATE], parameters={"colour": "red"})
+    with pytest.raises(BenchError, match="no dataset 'nope'; it has: tiny, tiny2"):
+        report.render(run, notebooks=[TEMPLATE], parameters={"dataset": "nope"})
+    with pytest.raises(BenchError, match="unknown metric 'speed'"):
+        report.render(run, notebooks=[TEMPLATE], parameters={"y_metric": "speed"})
+    with pytest.raises(BenchError, match="template nope.ipynb not found"):
+        report.render(run, notebooks=["nope"])
+    with pytest.raises(BenchError, match="run_dir are set by render itself"):
+        report.render(run, notebooks=[TEMPLATE], parameters={"run_dir": "elsewhere"})
+    assert not (run / "report").exists()  # nothing written on bad input
+
+
+def test_command_line_errors_are_one_line(tmp_path, capsys):
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparsebench: error: ") and err.count("\n") == 1
+
+
+def test_run_from_bench_args(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPARSEBENCH_REPORTS", str(tmp_path))
+    assert report.run_from_bench_args([]) == tmp_path / "runs" / "default"
+    assert report.run_from_bench_args(["--profile", "smoke", "--dataset", "file:x"]) == tmp_path / "runs" / "smoke"
+    assert report.run_from_bench_args(["--profile=smoke", "--run=mine"]) == tmp_path / "runs" / "mine"
+    args = argparse.ArgumentParser()
+    report.add_arguments(args)
+    parsed = args.parse_args(["--bench-args", "--profile", "smoke", "-k", "window"])
+    assert parsed.bench_args == ["--profile", "smoke", "-k", "window"] and parsed.run is None
+    parsed = args.parse_args(["--bench-args"])
+    assert parsed.bench_args == []
+
+
+def test_add_report_parser_hooks_into_a_cli():
+    parser = argparse.ArgumentParser(prog="sparsebench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    report.add_report_parser(sub)
+    args = parser.parse_args(["report", "reports/runs/smoke", "--out", "x", "--y", "mass"])
+    assert args.func is report.cmd_report and args.out == "x" and args.y_metric == "mass"
+
+
+def test_markdown_table():
+    df = pd.DataFrame({"a|b": ["x|y", None], "v": [0.12345, math.nan], "n": [3, 4]})
+    assert report.markdown_table(df) == ("| a\\|b | v | n |\n|---|---|---|\n| x\\|y | 0.123 | 3 |\n| – | – | 4 |")
+
+
+def test_file_id():
+    assert report.file_id("file:/data/my run.safetensors") == "file-my_run"
+    assert report.file_id("minilm") == "minilm"
