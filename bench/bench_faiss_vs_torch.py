@@ -1,0 +1,133 @@
+"""FAISS twins against their torch twins: time ratios and code parity, measured in the same session.
+
+For every sweep configuration of the families with a FAISS twin (``sf-kmeans``, ``routing``,
+``reformer``; filtered by ``--predictors``) on every dataset of the profile:
+
+* both twins are fitted once untimed (which trains the shared learned projections, cached in-process),
+  then fitted ``FIT_ROUNDS`` more times each, alternating, so ``fit`` times compare the family's own
+  fitting (k-means, rotations) and not the projections;
+* both predict every layer of the eval samples ``rounds`` times, alternating (so load on a shared
+  machine hits both alike); ratios are of medians, FAISS over torch (below 1: FAISS is faster);
+* pytest-benchmark times the FAISS twin's prediction (``benchmark.pedantic``); the ratios and the
+  fraction of identical codes go to ``extra_info`` and to one record per configuration
+  (``records/twin/<dataset>--<name>.json`` in the run folder).
+
+The grid does not depend on what is installed: without faiss (or with ``--backend torch``) every case
+is skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import pytest
+
+import predictors
+from bench.cases import dataset_id, sync
+from bench.env import environment
+from bench.records import record_path, write_json_atomic
+
+TWIN_FAMILIES = ("sf-kmeans", "routing", "reformer")
+FIT_ROUNDS = 3
+MIN_PREDICT_ROUNDS = 7
+
+
+def pytest_generate_tests(metafunc):
+    if "twin_case" not in metafunc.fixturenames:
+        return
+    from bench.sweeps import sweep_names
+
+    config = metafunc.config
+    profile = config.sparsebench["profile_name"]
+    names = sweep_names(profile, families=list(TWIN_FAMILIES), pattern=config.getoption("predictors"))
+    opt = config.getoption("dataset")
+    datasets = [d.strip() for d in opt.split(",")] if opt else list(config.sparsebench["profile"]["datasets"])
+    cases = [(d, n) for d in datasets for n in names]
+    metafunc.parametrize("twin_case", cases, ids=[f"{d}-{n}" for d, n in cases])
+
+
+def _faiss_missing() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+def _codes(graph):
+    from predictors.graphs import UnionGraph
+
+    graph = graph.parts[0] if isinstance(graph, UnionGraph) else graph
+    return graph.q_codes, graph.k_codes
+
+
+def _equal_fraction(graphs_a, graphs_b) -> float:
+    same = total = 0
+    for ga, gb in zip(graphs_a, graphs_b):
+        for x, y in zip(_codes(ga), _codes(gb)):
+            total += x.numel()
+            if x.shape == y.shape:
+                same += int((x == y).sum())
+    return same / total if total else float("nan")
+
+
+def bench_twin_ratio(benchmark, twin_case, prepared, bench_config):
+    dataset, name = twin_case
+    if bench_config.getoption("backend") == "torch":
+        pytest.skip("--backend torch: the FAISS twins are not measured")
+    if _faiss_missing():
+        pytest.skip("faiss is not installed (pip install faiss-cpu): no FAISS twin to compare")
+    state = bench_config.sparsebench
+    path = record_path(state["run"], "twin", f"{dataset_id(dataset)}--{name}")
+    if path.exists():
+        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    device = bench_config.getoption("device")
+    prep = prepared(dataset, bench_config)
+    views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
+    make = {"torch": lambda: predictors.get(name, seed=0),
+            "faiss": lambda: predictors.get(name, backend="faiss", seed=0, device=device)}
+    fitted = {b: make[b]().fit(prep.fit, prep.fit_gold) for b in ("torch", "faiss")}  # untimed warm-up
+
+    fit_times = {"torch": [], "faiss": []}
+    for i in range(FIT_ROUNDS):
+        for b in (("torch", "faiss") if i % 2 == 0 else ("faiss", "torch")):
+            fit_times[b].append(make[b]().fit(prep.fit, prep.fit_gold).fit_seconds)
+
+    def predict_all(backend):
+        graphs = [fitted[backend].predict(view, layer) for layer, view in enumerate(views)]
+        sync(device)
+        return graphs
+
+    rounds = max(MIN_PREDICT_ROUNDS, state["profile"]["rounds"])
+    predict_times = {"torch": [], "faiss": []}
+    for i in range(rounds):
+        for b in (("torch", "faiss") if i % 2 == 0 else ("faiss", "torch")):
+            start = time.perf_counter()
+            predict_all(b)
+            predict_times[b].append(time.perf_counter() - start)
+
+    graphs_faiss = benchmark.pedantic(predict_all, args=("faiss",), rounds=state["profile"]["rounds"],
+                                      warmup_rounds=1, iterations=1)
+    equal = _equal_fraction(predict_all("torch"), graphs_faiss)
+    med = {k: {b: statistics.median(v[b]) for b in v} for k, v in (("fit", fit_times), ("predict", predict_times))}
+    heads = prep.eval.num_layers * prep.eval.num_heads
+    rec = {
+        "kind": "twin", "dataset": dataset, "name": name, "family": fitted["faiss"].family,
+        "params": dict(fitted["faiss"].values), "device": device, "heads": heads,
+        "fit_rounds": FIT_ROUNDS, "predict_rounds": rounds,
+        "fit_seconds": {b: {"median": med["fit"][b], "min": min(fit_times[b])} for b in fit_times},
+        "predict_seconds": {b: {"median": med["predict"][b], "min": min(predict_times[b])} for b in predict_times},
+        "fit_ratio": med["fit"]["faiss"] / med["fit"]["torch"],
+        "predict_ratio": med["predict"]["faiss"] / med["predict"]["torch"],
+        "codes_equal_fraction": equal,
+        "environment": {**environment(), **state["threads"]},
+    }
+    benchmark.extra_info.update({
+        "kind": "twin", "dataset": dataset, "method": name, "family": rec["family"], "backend": "faiss",
+        "device": device, "fit_ratio": rec["fit_ratio"], "predict_ratio": rec["predict_ratio"],
+        "torch_predict_median": med["predict"]["torch"], "faiss_predict_median": med["predict"]["faiss"],
+        "torch_fit_median": med["fit"]["torch"], "faiss_fit_median": med["fit"]["faiss"],
+        "codes_equal_fraction": equal,
+    })
+    write_json_atomic(path, rec)
