@@ -39,7 +39,8 @@ def summarise(run: Path) -> dict:
             "ratio_to_dense": _ratios(rec, dense), "dataset_descriptor": rec.get("dataset_descriptor"),
         })
     env = preds[0]["environment"] if preds else {}
-    return {"environment": env, "predictors": entries, "dense": list(dense.values()), "scaling": scaling}
+    return {"environment": env, "predictors": entries, "dense": list(dense.values()), "scaling": scaling,
+            "twins": load_records(run, "twin")}
 
 
 def tidy_rows(run: Path) -> list[dict]:
