@@ -5,8 +5,10 @@ A predictor family is a subclass of :class:`Predictor` declaring its parameters 
 used in tests, JSON and plots; :func:`parse_name` reads such a name back.
 
 Every predictor accepts the composable extras ``w`` (centred window of total width ``w``; causal:
-``w // 2`` past tokens plus self) and ``g`` (global tokens: 0 none, 1 first, 2 first and last), which
-:meth:`Predictor.predict` ORs into the family's own graph.
+``w // 2`` past tokens plus self), ``g`` (global tokens: 0 none, 1 first, 2 first and last) and ``s``
+(learned sink tokens: the ``s`` key positions per layer and head, counted from the start or from the
+end, that the most fit queries attend to; see :mod:`predictors.sinks`), which :meth:`Predictor.predict`
+ORs into the family's own graph. ``s`` is fitted in :meth:`Predictor.fit` on the fit gold only.
 
 Subclasses implement
 
@@ -49,6 +51,7 @@ class Param:
 COMMON = (
     Param("w", "w", int, 0, doc="centred window of total width w (causal: w//2 past tokens + self)"),
     Param("g", "g", int, 0, choices=(0, 1, 2), doc="global tokens: 0 none, 1 first, 2 first and last"),
+    Param("s", "s", int, 0, doc="learned sink key columns per layer and head, found on the fit gold (0 none)"),
 )
 
 
@@ -78,6 +81,9 @@ class Predictor:
                 raise PredictorError(f"{self.family}: parameter {key}={v!r} not in {spec.choices}")
             self.values[key] = v
         self.check()
+        if self.values["s"] > 0:
+            self.learned = True  # the sinks are read from the fit gold
+        self.sinks = None  # predictors.sinks.Sinks when s > 0, after fit()
         self.fitted = False
         self.fit_seconds = float("nan")
 
@@ -89,6 +95,8 @@ class Predictor:
         """Validate parameter values (override to add family rules); raise PredictorError."""
         if self.values["w"] < 0:
             raise PredictorError(f"{self.family}: window width w must be >= 0, got {self.values['w']}")
+        if self.values["s"] < 0:
+            raise PredictorError(f"{self.family}: sink count s must be >= 0, got {self.values['s']}")
 
     def __getattr__(self, key):
         values = self.__dict__.get("values", {})
@@ -111,9 +119,17 @@ class Predictor:
 
     # -- protocol ----------------------------------------------------------------------------------
     def fit(self, data, gold) -> "Predictor":
-        """Fit on the fit part (an AttentionData and its Gold); records ``fit_seconds``."""
+        """Fit on the fit part (an AttentionData and its Gold); records ``fit_seconds``.
+
+        With ``s > 0`` the sink positions are found on ``gold`` too (inside ``fit_seconds``).
+        """
         start = time.perf_counter()
         self._fit(data, gold)
+        if self.values["s"] > 0:
+            from predictors.sinks import fit_sinks
+
+            self.sinks = fit_sinks(gold, self.values["s"])
+            self.learned = True  # again: a family __init__ may have set its own flag after ours
         self.fit_seconds = time.perf_counter() - start
         self.fitted = True
         return self
@@ -129,6 +145,8 @@ class Predictor:
             extras.append(WindowGraph(self.values["w"], nh))
         if self.values["g"] > 0:
             extras.append(GlobalGraph((0,) if self.values["g"] == 1 else (0, -1), nh))
+        if self.sinks is not None:
+            extras.append(self.sinks.graph(layer, nh))
         parts = ([graph] if graph is not None else []) + extras
         if not parts:
             return WindowGraph(0, nh)

@@ -65,13 +65,16 @@ class GlobalGraph(PredictedGraph):
 
     ``positions``: token indices; negative ones count from the sample's end (``-1`` = last valid
     token). ``per_head`` (optional, ``[H, m]`` with ``-1`` padding) adds head-specific global key
-    columns, for example sink tokens found on the fit samples.
+    columns, for example sink tokens found on the fit samples; ``per_head_from_end`` (optional,
+    ``[H, m']`` with ``-1`` padding) does the same counting from each sample's end: ``e >= 0`` is key
+    ``n - 1 - e`` (``0`` = the last valid token). Per-head columns never add rows.
     """
 
     positions: tuple
     num_heads: int
     rows: bool = True
     per_head: torch.Tensor | None = None
+    per_head_from_end: torch.Tensor | None = None
 
     def _resolve(self, n):
         pos = [p + n if p < 0 else p for p in self.positions]
@@ -89,6 +92,11 @@ class GlobalGraph(PredictedGraph):
                 cols = self.per_head[h]
                 cols = cols[(cols >= 0) & (cols < n)].long()
                 mask[h, :, cols] = True
+        if self.per_head_from_end is not None:
+            for h in range(self.num_heads):
+                ends = self.per_head_from_end[h]
+                ends = ends[(ends >= 0) & (ends < n)].long()
+                mask[h, :, n - 1 - ends] = True
         return mask
 
 
@@ -179,6 +187,64 @@ class BlockGraph(PredictedGraph):
         bi = torch.arange(i0, i1) // self.block_size
         bj = torch.arange(n) // self.block_size
         return self.blocks[s][:, bi][:, :, bj]
+
+    def block_sparsity(self, lengths: torch.Tensor, causal: bool) -> torch.Tensor:
+        """Share of valid tiles *not* predicted, per sample and head: float64 ``[S, H]``.
+
+        Sample ``s`` with ``n`` valid tokens has ``m = ceil(n / B)`` tile rows and columns; its valid
+        tiles are all ``m^2`` of them, or, causal, the ``m (m + 1) / 2`` tiles with column <= row (those
+        holding at least one pair ``j <= i``). Block sparsity = 1 - predicted valid tiles / valid tiles,
+        the work a block-sparse kernel skips; token sparsity (the metrics') counts pairs instead.
+        """
+        return tile_sparsity(self.blocks, self.block_size, lengths, causal)
+
+
+def tile_sparsity(tiles: torch.Tensor, block_size: int, lengths: torch.Tensor, causal: bool) -> torch.Tensor:
+    """:meth:`BlockGraph.block_sparsity` of a bool tile tensor ``[S, H, M, M]``: float64 ``[S, H]``."""
+    out = torch.empty(tiles.shape[:2], dtype=torch.float64)
+    for s, n in enumerate(lengths.tolist()):
+        m = -(-int(n) // block_size)
+        valid = torch.ones(m, m, dtype=torch.bool)
+        if causal:
+            valid = valid.tril()
+        kept = (tiles[s, :, :m, :m] & valid).sum((1, 2)).double()
+        out[s] = 1.0 - kept / float(valid.sum())
+    return out
+
+
+def block_sparsity(graph: PredictedGraph, lengths: torch.Tensor, causal: bool, block_size: int,
+                   query_block: int = 256) -> torch.Tensor:
+    """Tile-level sparsity of any graph: the share of valid ``B x B`` tiles holding no predicted pair.
+
+    A tile counts as predicted when at least one of its valid pairs (``j <= i`` when causal) is
+    predicted: the tiles a block-sparse kernel would have to compute for this graph (window and sink
+    columns included). Computed from ``block_mask`` over query blocks (``query_block`` rounded down
+    to a multiple of ``B``, at least ``B``), so memory is ``O(H x query_block x n)``. For a bare
+    :class:`BlockGraph` with the same ``B`` this equals :meth:`BlockGraph.block_sparsity`.
+
+    Returns float64 ``[S, H]``.
+    """
+    rows_per = max(block_size, query_block // block_size * block_size)
+    out = []
+    for s, n in enumerate(lengths.tolist()):
+        n = int(n)
+        m = -(-n // block_size)
+        hit = None
+        for i0 in range(0, n, rows_per):
+            i1 = min(n, i0 + rows_per)
+            mask = graph.block_mask(s, i0, i1, n)
+            if causal:
+                mask &= torch.arange(n)[None, :] <= torch.arange(i0, i1)[:, None]
+            h, b, _ = mask.shape
+            pad = torch.zeros(h, -(-b // block_size) * block_size, m * block_size, dtype=torch.bool)
+            pad[:, :b, :n] = mask
+            tiles = pad.view(h, -1, block_size, m, block_size).any(4).any(2)  # [H, rows/B, m]
+            hit = tiles if hit is None else torch.cat([hit, tiles], dim=1)
+        valid = torch.ones(m, m, dtype=torch.bool)
+        if causal:
+            valid = valid.tril()
+        out.append(1.0 - (hit & valid).sum((1, 2)).double() / float(valid.sum()))
+    return torch.stack(out)
 
 
 @dataclass

@@ -22,11 +22,21 @@ TORCH_FAMILIES: dict[str, str] = {
     "fixed": "predictors.torch.fixed:FixedPattern",
     "reformer": "predictors.torch.reformer:ReformerLSH",
     "routing": "predictors.torch.routing:RoutingKMeans",
+    "oracle-thr": "predictors.torch.oracle:OracleThreshold",
+    "oracle-margin": "predictors.torch.oracle:OracleMargin",
+    "oracle-topk": "predictors.torch.oracle:OracleTopK",
+    "xattention": "predictors.torch.xattention:XAttention",
+    "minference": "predictors.torch.minference:MInferenceVS",
+    "seer": "predictors.torch.seer:SeerGate",
+    "quest": "predictors.torch.quest:Quest",
+    "hashattn": "predictors.torch.hashattn:HashAttention",
+    "simhash": "predictors.torch.simhash:SimHash",
 }
 FAISS_FAMILIES: dict[str, str] = {
     "sf-kmeans": "predictors.faiss.sf_clustering:FaissSparsefinderClustering",
     "routing": "predictors.faiss.routing:FaissRoutingKMeans",
     "reformer": "predictors.faiss.reformer:FaissReformerLSH",
+    "simhash": "predictors.faiss.simhash:FaissSimHash",
 }
 
 

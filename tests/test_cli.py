@@ -46,7 +46,7 @@ def test_score_json(capsys):
     recs = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in recs] == ["window-w3", "window-w5-g1"]
     assert recs[1]["mean"]["recall"] >= recs[0]["mean"]["recall"]
-    assert recs[0]["params"] == {"w": 3, "g": 0}
+    assert recs[0]["params"] == {"w": 3, "g": 0, "s": 0}
 
 
 def test_list(capsys):

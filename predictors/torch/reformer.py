@@ -85,7 +85,7 @@ class ReformerLSH(Predictor):
 
     def __init__(self, seed: int = 0, **values):
         super().__init__(seed=seed, **values)
-        self.learned = self.space == "proj"  # raw only reads shapes from the fit data
+        self.learned = self.space == "proj" or self.s > 0  # raw only reads shapes from the fit data
         self.rotations = None  # [L, H, h, d', b/2]
         self.projections = None
 
