@@ -15,6 +15,7 @@ import torch
 from bench.data.sources import Prepared
 from bench.flops import attention_flops
 from bench.metrics import COUNTS, METRICS, macro_average, score_layer
+from predictors.graphs import block_sparsity
 
 
 def score_predictor(prep: Prepared, predictor, block: int = 256, layers=None) -> dict:
@@ -37,6 +38,7 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None) -> di
     ev = prep.eval
     layers = range(ev.num_layers) if layers is None else layers
     per_head = {m: [] for m in METRICS + COUNTS}
+    per_head["block_sparsity"] = []
     predict_seconds = score_seconds = 0.0
     for layer in layers:
         view = ev.layer(layer)
@@ -45,8 +47,11 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None) -> di
         predict_seconds += time.perf_counter() - start
         start = time.perf_counter()
         res = macro_average(score_layer(view, prep.eval_gold.layers[layer], graph, block=block))
+        if predictor.block_param is not None:
+            tiles = block_sparsity(graph, view.lengths, view.causal, predictor.values[predictor.block_param])
+            per_head["block_sparsity"].append(tiles.mean(0).tolist())
         score_seconds += time.perf_counter() - start
-        for m in per_head:
+        for m in METRICS + COUNTS:
             per_head[m].append(res[m].tolist())
     d = ev.head_dim
     dv = ev.v.shape[-1] if ev.v is not None else d
@@ -55,10 +60,12 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None) -> di
     heads = ev.num_heads * len(layers)
     prediction = sum(predictor.flops(int(n), d) for n in ev.lengths) * heads
     mean = {m: _nanmean(per_head[m]) for m in METRICS}
+    # Tile sparsity of block-level families (the work a block-sparse kernel skips); NaN otherwise.
+    mean["block_sparsity"] = _nanmean(per_head["block_sparsity"]) if per_head["block_sparsity"] else float("nan")
     return {
         "name": predictor.name, "family": predictor.family, "backend": predictor.backend,
         "params": dict(predictor.values), "seed": predictor.seed,
-        "per_head": {**{m: per_head[m] for m in METRICS},
+        "per_head": {**{m: per_head[m] for m in METRICS + ("block_sparsity",) if per_head[m]},
                      "gold_sparsity": [prep.eval_gold.layers[layer].sparsity().mean(0).tolist() for layer in layers]},
         "mean": mean,
         "pred_pairs": pred_pairs, "valid_pairs": valid_pairs,

@@ -52,7 +52,7 @@ def tidy_rows(run: Path) -> list[dict]:
                 r = {"dataset": rec["dataset"], "backend": rec["backend"], "name": rec["name"],
                      "family": rec["family"], "layer": layer, "head": head}
                 r.update({f"param_{k}": v for k, v in rec["params"].items()})
-                for m in METRICS + ("gold_sparsity",):
+                for m in METRICS + ("gold_sparsity", "block_sparsity"):
                     if m not in per_head:
                         continue
                     v = per_head[m][layer][head]

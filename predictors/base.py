@@ -62,6 +62,9 @@ class Predictor:
     params: ClassVar[tuple[Param, ...]] = ()
     learned: ClassVar[bool] = False  # whether fit() looks at data (for the fit/eval split test)
     backend: ClassVar[str] = "torch"
+    # Block-level families name the parameter holding their tile size B; the records then carry the
+    # tile (block) sparsity beside the token sparsity.
+    block_param: ClassVar[str | None] = None
 
     def __init__(self, seed: int = 0, **values):
         self.seed = seed

@@ -88,6 +88,8 @@ class Quest(Predictor):
     ``2 n d`` comparisons. The per-block maxima and the sorts are not counted.
     """
 
+    block_param = "b"
+
     family = "quest"
     params = (
         Param("per", "", str, "query", choices=("query", "block"),

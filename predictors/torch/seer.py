@@ -176,6 +176,8 @@ class SeerGate(Predictor):
     The softmax and the selection (``O(M^2)``) are not counted; training is fit, not prediction.
     """
 
+    block_param = "b"
+
     family = "seer"
     learned = True
     params = (

@@ -106,6 +106,8 @@ class XAttention(Predictor):
     ``O((n/S)^2)`` and not counted.
     """
 
+    block_param = "b"
+
     family = "xattention"
     params = (
         Param("b", "b", int, 64, doc="block size B (tokens per block side)"),
