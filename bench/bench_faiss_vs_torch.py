@@ -1,7 +1,8 @@
 """FAISS twins against their torch twins: time ratios and code parity, measured in the same session.
 
-For every sweep configuration of the families with a FAISS twin (``sf-kmeans``, ``routing``,
-``reformer``; filtered by ``--predictors``) on every dataset of the profile:
+For the profile's ``twin_predictors`` (every sweep configuration of the families with a FAISS twin,
+``sf-kmeans``, ``routing``, ``reformer``, when the profile lists none; filtered by ``--predictors``) on
+every dataset of the profile:
 
 * both twins are fitted once untimed (which trains the shared learned projections, cached in-process),
   then fitted ``FIT_ROUNDS`` more times each, alternating, so ``fit`` times compare the family's own
@@ -40,7 +41,14 @@ def pytest_generate_tests(metafunc):
 
     config = metafunc.config
     profile = config.sparsebench["profile_name"]
-    names = sweep_names(profile, families=list(TWIN_FAMILIES), pattern=config.getoption("predictors"))
+    pattern = config.getoption("predictors")
+    listed = config.sparsebench["profile"].get("twin_predictors")
+    if listed is None:  # the full profile compares every configuration of the twin families
+        names = sweep_names(profile, families=list(TWIN_FAMILIES), pattern=pattern)
+    else:
+        import fnmatch
+
+        names = [n for n in listed if not pattern or any(fnmatch.fnmatchcase(n, p.strip()) for p in pattern.split(","))]
     opt = config.getoption("dataset")
     datasets = [d.strip() for d in opt.split(",")] if opt else list(config.sparsebench["profile"]["datasets"])
     cases = [(d, n) for d in datasets for n in names]
