@@ -27,7 +27,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, help="number of text samples")
     p.add_argument("--length", type=int, help="maximum tokens per sample")
     p.add_argument("--seed", type=int, help="data seed")
-    p.add_argument("--threads", type=int, help="torch threads (default: usable cores)")
+    p.add_argument("--threads", type=int, help="torch threads (default 1, see bench/env.py)")
 
 
 def _source_options(args) -> dict:

@@ -38,7 +38,7 @@ def pytest_addoption(parser):
     g.addoption("--run", default=None, help="run name (results under reports/runs/NAME)")
     g.addoption("--fresh", action="store_true", help="discard earlier records of this run")
     g.addoption("--no-scaling", action="store_true", help="skip the scaling sweep")
-    g.addoption("--threads", type=int, default=None, help="torch threads (default: usable cores)")
+    g.addoption("--threads", type=int, default=None, help="torch threads (default 1, see bench/env.py)")
 
 
 def load_profile(name: str) -> dict:

@@ -1,9 +1,12 @@
 """Thread pinning and the environment record kept with every result.
 
 faiss and torch each start an OpenMP pool; on a 2-core machine, unpinned faiss threads made k-means
-15-70x slower (measured while planning). So the suite pins deliberately, never at import time:
-torch gets ``torch_threads`` (default: the number of usable cores), faiss gets ``faiss_threads``
-(default 1: the work is many small per-head problems, where threads cost more than they give).
+15-70x slower (measured while planning), and torch's own pool did the same to the many small
+per-block operations of scoring: one default-profile MiniLM configuration took 50 s to score with 2
+torch threads on a busy 2-core machine and 1.6 s with 1 (measured here). So the suite pins
+deliberately, never at import time: torch gets ``torch_threads`` (default 1; ``--threads N`` to
+change it, for predictors and dense references alike, so time ratios stay fair), faiss gets
+``faiss_threads`` (default 1: the work is many small per-head problems).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def configure_threads(torch_threads: int | None = None, faiss_threads: int = 1) 
     """Pin torch and (if installed) faiss thread pools; return what was set."""
     import torch
 
-    torch_threads = torch_threads or usable_cores()
+    torch_threads = torch_threads or 1
     torch.set_num_threads(torch_threads)
     out = {"torch_threads": torch_threads, "faiss_threads": None}
     try:

@@ -12,4 +12,4 @@ def isolated_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True, scope="session")
 def pinned_threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # small tensors: threads cost more than they give (bench/env.py)
