@@ -112,8 +112,9 @@ def pytest_generate_tests(metafunc):
         else:
             preds = [p for p in prof["scaling_predictors"]
                      if not pattern or any(fnmatch.fnmatchcase(p, x.strip()) for x in pattern.split(","))]
+            limit = prof.get("scaling_dense_max", {})
             cases = [(n, "dense", m) for n in prof["scaling_n"] for m in prof["scaling_dense"]
-                     if not (m == "entmax-bisect" and n > prof["scaling_bisect_max"])]
+                     if n <= limit.get(m, n)]
             cases += [(n, b, p) for n in prof["scaling_n"] for b in _backends(config) for p in preds]
         metafunc.parametrize("scaling_case", cases, ids=[f"n{n}-{b}-{m}" for n, b, m in cases])
 
