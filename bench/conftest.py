@@ -115,8 +115,17 @@ def pytest_generate_tests(metafunc):
             limit = prof.get("scaling_dense_max", {})
             cases = [(n, "dense", m) for n in prof["scaling_n"] for m in prof["scaling_dense"]
                      if n <= limit.get(m, n)]
-            cases += [(n, b, p) for n in prof["scaling_n"] for b in _backends(config) for p in preds]
+            cases += [(n, b, p) for n in prof["scaling_n"] for b in _backends(config) for p in preds
+                      if _has_backend(p, b)]
         metafunc.parametrize("scaling_case", cases, ids=[f"n{n}-{b}-{m}" for n, b, m in cases])
+
+
+def _has_backend(name: str, backend: str) -> bool:
+    """Whether the family of ``name`` exists for ``backend`` (only some families have FAISS twins)."""
+    from predictors.registry import FAISS_FAMILIES, TORCH_FAMILIES
+
+    table = FAISS_FAMILIES if backend == "faiss" else TORCH_FAMILIES
+    return any(name == f or name.startswith(f + "-") for f in table)
 
 
 _PREPARED: dict = {}
