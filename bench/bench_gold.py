@@ -1,0 +1,34 @@
+"""Speed of the gold graph: one layer of MiniLM-shaped heads (12 heads, d = 32) at the profile's
+``gold_n`` tokens, exact 1.5-entmax support with partial sort, in query blocks (bench/gold.py).
+The goal on a 2-core machine is one such layer at n = 4096 in at most 3 s."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.data.synthetic import synthetic
+from bench.gold import layer_gold
+from bench.records import record_path, write_json_atomic
+
+
+def pytest_generate_tests(metafunc):
+    if "gold_n" in metafunc.fixturenames:
+        ns = metafunc.config.sparsebench["profile"].get("gold_n", [])
+        metafunc.parametrize("gold_n", ns, ids=[f"n{n}" for n in ns])
+
+
+def bench_gold_layer(benchmark, gold_n, bench_config):
+    state = bench_config.sparsebench
+    path = record_path(state["run"], "gold", f"n{gold_n}")
+    if path.exists():
+        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    view = synthetic(samples=1, layers=1, heads=12, length=gold_n, dim=32, seed=3, sharpness=3.0,
+                     ragged=False).layer(0)
+    gold = benchmark.pedantic(layer_gold, args=(view,), rounds=state["profile"]["rounds"], warmup_rounds=0,
+                              iterations=1)
+    stats = benchmark.stats.stats
+    sparsity = gold.sparsity().mean().item()
+    benchmark.extra_info.update({"kind": "gold", "n": gold_n, "heads": 12, "gold_sparsity": sparsity})
+    write_json_atomic(path, {"kind": "gold", "n": gold_n, "heads": 12, "head_dim": 32, "gold_sparsity": sparsity,
+                             "time": {"mean": stats.mean, "median": stats.median, "min": stats.min,
+                                      "rounds": stats.rounds}})
