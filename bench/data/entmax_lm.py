@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -473,7 +473,8 @@ def load_entmax_lm(corpus: Corpus | str | None = None, config: EntmaxLMConfig | 
 
     ``corpus`` is a :class:`Corpus`, a corpus name, or ``None`` for the default corpus. The cache entry
     (kind ``"entmax-lm"``) is keyed by :func:`model_descriptor` and holds the weights; the training report
-    is kept in its ``extra``. A corrupt entry is retrained with a warning.
+    is kept in its ``extra``. A corrupt entry is retrained with a warning. ``threads`` is part of the key:
+    float sums, and so the trained weights, depend on how many threads computed them.
 
     Returns
     -------
@@ -550,7 +551,7 @@ def entmax_lm_data(corpus: Corpus | str | None = None, samples: int = 16, length
     """Q, K, V of the ``entmax-lm`` model on ``samples`` held-out text windows.
 
     Loads (or trains and caches) the model with :func:`load_entmax_lm` (``config``, ``model_seed``,
-    ``steps``, ``batch``), draws ``samples`` windows of at most ``length`` bytes from the held-out part
+    ``steps``, ``batch``, ``threads``), draws ``samples`` windows of at most ``length`` bytes from the held-out part
     of the corpus with :func:`sample_windows` (``seed``), and runs the model on them with
     ``capture=True``.
 
@@ -569,10 +570,10 @@ def entmax_lm_data(corpus: Corpus | str | None = None, samples: int = 16, length
                         f"got {length}")
     if samples < 1:
         raise DataError(f"samples must be >= 1, got {samples}")
+    _, heldout = split_corpus(corpus)
+    windows = sample_windows(heldout, samples, length, seed)  # before training: fail fast
     model, report = load_entmax_lm(corpus, config, seed=model_seed, steps=steps, batch=batch,
                                    show_progress=show_progress, use_cache=use_cache, threads=threads)
-    _, heldout = split_corpus(corpus)
-    windows = sample_windows(heldout, samples, length, seed)
     lengths = torch.tensor([len(w) for w in windows], dtype=torch.long)
     t = int(lengths.max())
     # Pad with spaces: causal attention never lets padding reach a valid position.
