@@ -480,3 +480,155 @@ def environment_rows(summary: dict) -> pd.DataFrame:
         for k, v in sorted(desc.items()):
             rows.append({"item": f"data {ds}: {k}", "value": v if isinstance(v, str) else json.dumps(v)})
     return pd.DataFrame(rows, columns=["item", "value"])
+
+
+# ---------------------------------------------------------------- downstream effect and sparse execution
+
+
+DOWNSTREAM_COLUMNS = ["dataset", "backend", "name", "family", "series", "metric", "higher_is_better", "value",
+                      "reference", "delta", "sparsity", "support_sparsity", "empty_rows", "seconds", "fit_seconds",
+                      "eval_samples"]
+
+
+def downstream_frame(summary: dict) -> pd.DataFrame:
+    """One row per downstream record (``summary["downstream"]``, :mod:`bench.bench_downstream`).
+
+    Columns: ``dataset, backend, name, family, series`` (as :func:`series_label`; the dense reference is
+    family and series ``dense``), ``metric`` (``bpc`` or ``cosine``), ``higher_is_better``, ``value`` (the
+    restricted model), ``reference`` (the dense-entmax model), ``delta = value - reference``, the effective
+    ``sparsity`` and ``support_sparsity``, ``empty_rows``, ``seconds`` (mean time of the restricted run),
+    ``fit_seconds``, ``eval_samples``; then ``cosine_to_softmax`` and ``reference_to_softmax`` where
+    recorded, and ``param_<key>``. Sorted by dataset, series and sparsity.
+    """
+    rows = []
+    for r in summary.get("downstream", []):
+        row = {"dataset": r["dataset"], "backend": r.get("backend", "torch"), "name": r["name"],
+               "family": r["family"], "series": series_label(r["family"], r.get("params")),
+               "metric": r["metric"], "higher_is_better": bool(r["higher_is_better"]),
+               **{k: _num(r.get(k)) for k in ("value", "reference", "delta", "sparsity", "support_sparsity",
+                                              "empty_rows", "fit_seconds")},
+               "seconds": _num((r.get("time") or {}).get("mean")),
+               "eval_samples": _num(r.get("eval_samples"))}
+        for k in ("cosine_to_softmax", "reference_to_softmax"):
+            if k in r:
+                row[k] = _num(r[k])
+        row.update({f"param_{k}": v for k, v in (r.get("params") or {}).items()})
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=DOWNSTREAM_COLUMNS)
+    return pd.DataFrame(rows).sort_values(["dataset", "series", "sparsity", "name"], ignore_index=True)
+
+
+def downstream_at_levels(frame: pd.DataFrame, levels: Sequence[float] = LEVELS, tol: float = 1e-9) -> pd.DataFrame:
+    """Best downstream value of each family among its configurations reaching each effective sparsity.
+
+    A configuration reaches level ``l`` when its ``sparsity >= l - tol``; among those with a finite value
+    the best one wins (lowest ``bpc``, highest ``cosine``: the row's ``higher_is_better``), ties to the
+    sparser, then to the first name. The dense reference rows (series ``dense``) take no part.
+
+    Returns one row per dataset x series x level: ``dataset, series, metric, level, value, delta, name,
+    at`` (its sparsity); ``value``/``delta``/``at`` NaN and ``name`` missing where nothing reaches the level.
+    """
+    cols = ["dataset", "series", "metric", "level", "value", "delta", "name", "at"]
+    rows = []
+    sub = frame[frame["series"] != "dense"]
+    for (ds, series), g in sub.groupby(["dataset", "series"], sort=True):
+        g = g[np.isfinite(g["value"].to_numpy(float)) & np.isfinite(g["sparsity"].to_numpy(float))]
+        metric = g["metric"].iloc[0] if len(g) else None
+        hib = bool(g["higher_is_better"].iloc[0]) if len(g) else True
+        for level in levels:
+            ok = g[g["sparsity"] >= level - tol]
+            row = dict(dataset=ds, series=series, metric=metric, level=float(level), value=math.nan, delta=math.nan,
+                       name=None, at=math.nan)
+            if len(ok):
+                best = ok.sort_values(["value", "sparsity", "name"], ascending=[not hib, False, True],
+                                      kind="stable").iloc[0]
+                row.update(value=float(best["value"]), delta=float(best["delta"]), name=best["name"],
+                           at=float(best["sparsity"]))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
+def downstream_nearest(frame: pd.DataFrame, level: float = 0.9) -> pd.DataFrame:
+    """Per dataset and family, the configuration whose effective sparsity is nearest to ``level``.
+
+    Ties go to the sparser configuration, then to the better value. Returns ``dataset, series, metric,
+    name, sparsity, value, reference, delta``, one row per dataset x series (dense reference excluded).
+    """
+    cols = ["dataset", "series", "metric", "name", "sparsity", "value", "reference", "delta"]
+    rows = []
+    sub = frame[(frame["series"] != "dense") & np.isfinite(frame["sparsity"].to_numpy(float))]
+    for _, g in sub.groupby(["dataset", "series"], sort=True):
+        hib = bool(g["higher_is_better"].iloc[0])
+        g = g.assign(_dist=(g["sparsity"] - level).abs(), _v=g["value"] * (-1.0 if hib else 1.0))
+        best = g.sort_values(["_dist", "sparsity", "_v", "name"], ascending=[True, False, True, True],
+                             kind="stable").iloc[0]
+        rows.append({c: best[c] for c in cols})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def downstream_sentences(nearest: pd.DataFrame, level: float = 0.9) -> list[str]:
+    """One sentence per dataset from :func:`downstream_nearest`: every family's value near ``level``."""
+    lines = []
+    for ds, g in nearest.groupby("dataset", sort=True):
+        metric = g["metric"].iloc[0]
+        what = ("held-out bits per byte (dense entmax: {ref:.3f}; lower is better)" if metric == "bpc" else
+                "cosine to the dense-entmax embeddings (higher is better)")
+        parts = [f"{r['series']} {r['value']:.3f} ({r['name']}, sparsity {r['sparsity']:.3f})"
+                 for _, r in g.sort_values("value", ascending=metric == "bpc").iterrows()]
+        lines.append(f"{ds}: {what.format(ref=g['reference'].iloc[0])} at effective sparsity near {level:g}: "
+                     + "; ".join(parts) + ".")
+    return lines
+
+
+def sparse_exec_frame(summary: dict) -> pd.DataFrame:
+    """The sparse-execution records (``summary["sparse_exec"]``) in the shape of :func:`scaling_frame`:
+    ``n, backend`` (``dense`` for the references, ``sparse`` for prediction + sparse execution),
+    ``method, time_mean, time_min``, plus ``sparsity`` (NaN for dense). :func:`crossover` and
+    :func:`bench.report.plot_scaling` take it as it is."""
+    rows = [{"n": int(r["n"]), "backend": r["backend"], "method": r["method"],
+             "time_mean": _num((r.get("time") or {}).get("mean")), "time_min": _num((r.get("time") or {}).get("min")),
+             "sparsity": _num(r.get("sparsity"))}
+            for r in summary.get("sparse_exec", [])]
+    if not rows:
+        return pd.DataFrame(columns=["n", "backend", "method", "time_mean", "time_min", "sparsity"])
+    return pd.DataFrame(rows).sort_values(["method", "backend", "n"], ignore_index=True)
+
+
+GOAL_COLUMNS = ["method", "n", "reference", "speedup_min", "speedup_median", "recall_synthetic",
+                "sparsity_synthetic", "recall_minilm", "sparsity_minilm", "minilm_length", "speedup_minilm"]
+
+
+def sparse_goal_frame(summary: dict) -> pd.DataFrame:
+    """The speed-goal records (``summary["sparse_exec_goal"]``), one row each: ``method, n, reference``,
+    the speed-up of prediction + sparse execution over the dense reference (ratio of minimum and of
+    median times, alternating rounds), its recall and sparsity on that synthetic data and on real MiniLM
+    (``minilm_length`` tokens at most) and the speed-up measured there."""
+    rows = []
+    for r in summary.get("sparse_exec_goal", []):
+        syn, real = r.get("synthetic") or {}, r.get("minilm") or {}
+        rows.append({"method": r["method"], "n": int(r["n"]), "reference": r.get("reference"),
+                     "speedup_min": _num(r.get("speedup_min")), "speedup_median": _num(r.get("speedup_median")),
+                     "recall_synthetic": _num(syn.get("recall")), "sparsity_synthetic": _num(syn.get("sparsity")),
+                     "recall_minilm": _num(real.get("recall")), "sparsity_minilm": _num(real.get("sparsity")),
+                     "minilm_length": _num(real.get("length")), "speedup_minilm": _num(real.get("speedup_min"))})
+    return pd.DataFrame(rows, columns=GOAL_COLUMNS)
+
+
+def sparse_goal_sentences(goal: pd.DataFrame, speedup: float = 5.0, recall: float = 0.9) -> list[str]:
+    """Whether each goal record meets ``speedup`` x at ``recall``, in words (recall on both data sets)."""
+    lines = []
+    for _, r in goal.iterrows():
+        fast = r["speedup_min"] >= speedup
+        how = lambda x: f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
+        line = (f"{r['method']} at n = {r['n']}: prediction + sparse execution is {how(r['speedup_min'])} "
+                f"(medians: {how(r['speedup_median'])}) than dense {r['reference']} "
+                f"({'meets' if fast else 'misses'} the {speedup:g}x goal), at recall {r['recall_synthetic']:.3f} "
+                f"and sparsity {r['sparsity_synthetic']:.3f} on the timing data")
+        if not math.isnan(r["recall_minilm"]):
+            line += (f"; on real MiniLM ({int(r['minilm_length'])} tokens at most) its recall is "
+                     f"{r['recall_minilm']:.3f} at sparsity {r['sparsity_minilm']:.3f} "
+                     f"({'meets' if r['recall_minilm'] >= recall else 'misses'} recall {recall:g}), "
+                     f"{how(r['speedup_minilm'])} there")
+        lines.append(line + ".")
+    return lines

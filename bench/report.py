@@ -165,6 +165,42 @@ def plot_scaling(scaling, reference: str = "entmax15-topk", title: str = ""):
     return fig
 
 
+METRIC_LABEL = {"bpc": "held-out bits per byte (lower is better)",
+                "cosine": "cosine to dense-entmax embeddings (higher is better)"}
+
+
+def plot_downstream(frame, colours: dict, title: str = ""):
+    """Downstream metric against effective sparsity for one dataset (:func:`bench.pareto.downstream_frame`):
+    every configuration as a faint point, each family's Pareto front (sparser and better, in the
+    metric's own direction) as a line, the dense-entmax model as a dashed horizontal line."""
+    import matplotlib.pyplot as plt
+
+    from bench import pareto
+
+    fig, ax = plt.subplots(figsize=(8.5, 5.0))
+    dense = frame[frame["series"] == "dense"]
+    sub = frame[frame["series"] != "dense"]
+    for series, g in sub.groupby("series", sort=True):
+        colour, base = colours.get(series, "grey"), series == "window+sink"
+        ax.scatter(g["sparsity"], g["value"], color=colour, alpha=0.35, s=22, linewidths=0)
+        hib = bool(g["higher_is_better"].iloc[0])
+        front = g[pareto.pareto_mask(g["sparsity"].to_numpy(float), g["value"].to_numpy(float), True, hib)]
+        front = front.sort_values("sparsity")
+        ax.plot(front["sparsity"], front["value"], color=colour, marker="o", ms=5, lw=2.5 if base else 1.6,
+                zorder=3 if base else 2, label=series + (" (baseline)" if base else ""))
+    ref = dense["value"] if len(dense) else frame["reference"]
+    if ref.notna().any():
+        ax.axhline(float(ref.dropna().iloc[0]), color="grey", ls="--", lw=1.2, zorder=0, label="dense entmax")
+    metric = frame["metric"].iloc[0] if len(frame) else ""
+    ax.set_xlabel("effective sparsity of the restricted run (share of pairs not computed)")
+    ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- outputs of a notebook
 
 

@@ -38,9 +38,15 @@ def summarise(run: Path) -> dict:
             "dense_flops": rec["dense_flops"], "gold_sparsity": rec.get("gold_sparsity"),
             "ratio_to_dense": _ratios(rec, dense), "dataset_descriptor": rec.get("dataset_descriptor"),
         })
-    env = preds[0]["environment"] if preds else {}
+    # Downstream runs and sparse execution (bench_downstream.py, bench_sparse_exec.py): records as written.
+    downstream = load_records(run, "downstream")
+    sparse_exec = load_records(run, "sparse_exec")
+    sparse_goal = load_records(run, "sparse_exec_goal")
+    env = preds[0]["environment"] if preds else next(
+        (r["environment"] for r in downstream + sparse_exec + sparse_goal if r.get("environment")), {})
     return {"environment": env, "predictors": entries, "dense": list(dense.values()), "scaling": scaling,
-            "twins": load_records(run, "twin")}
+            "twins": load_records(run, "twin"), "downstream": downstream, "sparse_exec": sparse_exec,
+            "sparse_exec_goal": sparse_goal}
 
 
 def tidy_rows(run: Path) -> list[dict]:

@@ -1,0 +1,218 @@
+"""Sparse execution: attention computed on the predicted graph only, against dense attention, over n.
+
+Two benchmarks on MiniLM-shaped synthetic heads (one layer, 12 heads, head dim 32, bidirectional: the
+data of the scaling sweep, :func:`bench.bench_scaling.scaling_view`), predictors fitted once on four
+short samples drawn with the same seed (:func:`fit_set`: the same cluster centres and head rotations,
+other tokens; what a predictor learns does not depend on n, and it must come from the data it is
+timed on for its recall there to mean anything):
+
+* ``bench_sparse_exec``, for every ``n`` of the profile's ``sparse_exec_n``: each dense reference of
+  ``sparse_exec_dense`` (:func:`bench.sparse_exec.dense_attention`, ``P V`` included; each only up to
+  its ``sparse_exec_dense_max``, when given), and each predictor of ``sparse_exec_predictors`` timed as *prediction
+  plus* :func:`bench.sparse_exec.sparse_entmax_attention` (the same output as dense restricted
+  attention, never an ``n x n`` tensor). Records kind ``sparse_exec``; the report reads from them
+  the crossover length from which predicted sparse execution beats dense ``entmax15-topk``.
+* ``bench_sparse_exec_goal``: the profile's ``sparse_exec_goal`` configuration at
+  ``sparse_exec_goal_n``, timed in alternation with dense ``entmax15-topk`` (scores plus exact entmax15
+  with partial sort, the fastest exact dense computation here) in the same test, so the speed-up is a
+  ratio measured in one run; with the configuration's recall, sparsity and output error on that very
+  data, and its recall and sparsity on real MiniLM attention at ``sparse_exec_goal_length`` tokens
+  (fitted on the MiniLM fit samples), with the speed-up there too. Record kind ``sparse_exec_goal``.
+
+CPU only: with ``--device cuda`` both skip (the GPU comparison with AdaSplash needs a GPU machine; see
+``shared/device/README.md`` for the numbers measured there).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+import time
+
+import pytest
+
+import predictors
+from bench.bench_scaling import DIM, HEADS, scaling_view
+from bench.data.synthetic import synthetic
+from bench.env import environment
+from bench.records import record_path, write_json_atomic
+from bench.sparse_exec import ExecStats, dense_attention, sparse_entmax_attention
+
+REFERENCE = "entmax15-topk"
+
+
+def pytest_generate_tests(metafunc):
+    prof = metafunc.config.sparsebench["profile"]
+    if "sparse_exec_case" in metafunc.fixturenames:
+        cases = []
+        for n in prof.get("sparse_exec_n", []):
+            limit = prof.get("sparse_exec_dense_max", {})
+            cases += [(n, "dense", m) for m in prof.get("sparse_exec_dense", []) if n <= limit.get(m, n)]
+            cases += [(n, "sparse", p) for p in prof.get("sparse_exec_predictors", [])]
+        metafunc.parametrize("sparse_exec_case", cases, ids=[f"n{n}-{b}-{m}" for n, b, m in cases])
+    if "sparse_goal_case" in metafunc.fixturenames:
+        goal = prof.get("sparse_exec_goal")
+        cases = [(int(prof["sparse_exec_goal_n"]), goal)] if goal else []
+        metafunc.parametrize("sparse_goal_case", cases, ids=[f"n{n}-{m}" for n, m in cases])
+
+
+@functools.lru_cache(maxsize=1)
+def fit_set():
+    """Four samples of 256 tokens from the distribution of :func:`scaling_view` (same seed), and their gold."""
+    from bench.data.sources import gold_for
+
+    data = synthetic(samples=4, layers=1, heads=HEADS, length=256, dim=DIM, seed=2, sharpness=3.0)
+    return data, gold_for(data)
+
+
+@functools.lru_cache(maxsize=8)
+def fitted(name: str):
+    return predictors.get(name, seed=0).fit(*fit_set())
+
+
+def _skip_cuda(config):
+    if config.getoption("device") == "cuda":
+        pytest.skip("sparse execution is benchmarked on the CPU here; the GPU comparison (AdaSplash) needs a "
+                    "GPU machine")
+
+
+def _time(benchmark) -> dict:
+    nan = float("nan")
+    if benchmark.stats is None:  # --benchmark-disable: nothing was timed
+        return {"mean": nan, "median": nan, "min": nan, "stddev": nan, "rounds": 0}
+    s = benchmark.stats.stats
+    return {"mean": s.mean, "median": s.median, "min": s.min, "stddev": s.stddev, "rounds": s.rounds}
+
+
+def bench_sparse_exec(benchmark, sparse_exec_case, bench_config):
+    n, backend, method = sparse_exec_case
+    _skip_cuda(bench_config)
+    state = bench_config.sparsebench
+    path = record_path(state["run"], "sparse_exec", f"n{n}--{backend}--{method}")
+    if path.exists():
+        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    view = scaling_view(n)
+    q, k, v = view.q, view.k, view.v
+    rounds = state["profile"]["rounds"]
+    extra = {}
+    if backend == "dense":
+        def run():
+            return dense_attention(q[0], k[0], v[0], view.causal, view.scale, method)
+    else:
+        predictor = fitted(method)
+
+        def run():
+            graph = predictor.predict(view, 0)
+            return sparse_entmax_attention(q, k, v, view.lengths, view.causal, view.scale, graph)
+
+        st = ExecStats.zeros(1, HEADS)
+        start = time.perf_counter()
+        graph = predictor.predict(view, 0)
+        extra["predict_seconds"] = time.perf_counter() - start
+        sparse_entmax_attention(q, k, v, view.lengths, view.causal, view.scale, graph, stats=st)
+        extra.update(sparsity=st.sparsity.mean().item(), support_sparsity=st.support_sparsity.mean().item())
+    benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
+    rec = {"kind": "sparse_exec", "n": n, "backend": backend, "method": method, "device": "cpu", "heads": HEADS,
+           "head_dim": DIM, "causal": view.causal, "time": _time(benchmark), **extra,
+           "environment": {**environment(), **state["threads"]}}
+    benchmark.extra_info.update({"kind": "sparse_exec", "n": n, "backend": backend, "method": method, **extra})
+    write_json_atomic(path, rec)
+
+
+def _recall_on(view, gold, graph):
+    from bench.metrics import macro_average, score_layer
+
+    res = macro_average(score_layer(view, gold, graph))
+    return {m: res[m].mean().item() for m in ("recall", "sparsity", "output_error", "mass")}
+
+
+def _alternate(dense, sparse, rounds: int) -> tuple[list, list]:
+    """Time ``dense`` and ``sparse`` in alternation, ``rounds`` times each (after one warm-up of each)."""
+    dense(), sparse()
+    td, ts = [], []
+    for _ in range(rounds):
+        for f, out in ((dense, td), (sparse, ts)):
+            start = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - start)
+    return td, ts
+
+
+def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config):
+    n, name = sparse_goal_case
+    _skip_cuda(bench_config)
+    state = bench_config.sparsebench
+    prof = state["profile"]
+    path = record_path(state["run"], "sparse_exec_goal", f"n{n}--{name}")
+    if path.exists():
+        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    view = scaling_view(n)
+    q, k, v = view.q, view.k, view.v
+    predictor = fitted(name)
+    rounds = prof["rounds"]
+    times = {"dense": [], "sparse": []}
+
+    def dense():
+        return dense_attention(q[0], k[0], v[0], view.causal, view.scale, REFERENCE)
+
+    def sparse():
+        return sparse_entmax_attention(q, k, v, view.lengths, view.causal, view.scale, predictor.predict(view, 0))
+
+    def one_round():
+        for key, f in (("dense", dense), ("sparse", sparse)):
+            start = time.perf_counter()
+            f()
+            times[key].append(time.perf_counter() - start)
+
+    benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=1, iterations=1)
+    td, ts = times["dense"][-rounds:], times["sparse"][-rounds:]
+    # Quality on the timing data itself: its exact gold graph (one dense pass, not timed).
+    from bench.gold import layer_gold
+
+    synthetic = _recall_on(view, layer_gold(view), predictor.predict(view, 0))
+    # The same configuration on real MiniLM attention, fitted on MiniLM's fit samples.
+    real = _real_minilm(name, int(prof.get("sparse_exec_goal_length", 512)),
+                        int(prof.get("sparse_exec_goal_samples", 16)), rounds)
+    rec = {"kind": "sparse_exec_goal", "n": n, "method": name, "reference": REFERENCE, "device": "cpu",
+           "heads": HEADS, "head_dim": DIM, "rounds": rounds,
+           "dense_seconds": td, "sparse_seconds": ts,
+           "speedup_min": min(td) / min(ts), "speedup_median": statistics.median(td) / statistics.median(ts),
+           "synthetic": synthetic, "minilm": real, "environment": {**environment(), **state["threads"]}}
+    benchmark.extra_info.update({"kind": "sparse_exec_goal", "n": n, "method": name,
+                                 "speedup_min": rec["speedup_min"], "speedup_median": rec["speedup_median"],
+                                 "recall_synthetic": synthetic["recall"],
+                                 "recall_minilm": real.get("recall", math.nan)})
+    write_json_atomic(path, rec)
+
+
+def _real_minilm(name: str, length: int, samples: int, rounds: int) -> dict:
+    """Recall, sparsity and speed-up of ``name`` on real MiniLM attention (``samples`` texts of at most
+    ``length`` tokens, half of them to fit on); an empty dict when MiniLM is not installed."""
+    from bench.data.sources import prepare
+    from bench.errors import DataError
+    from bench.score import score_fitted
+
+    try:
+        prep = prepare("minilm", samples=samples, length=length)
+    except DataError as exc:
+        return {"error": str(exc)}
+    predictor = predictors.get(name, seed=0).fit(prep.fit, prep.fit_gold)
+    rec = score_fitted(prep, predictor)
+    # Speed on one real layer (the middle one), all eval samples, prediction included.
+    layer = prep.eval.num_layers // 2
+    lv = prep.eval.layer(layer)
+
+    def dense():
+        for s in range(lv.q.shape[0]):
+            m = int(lv.lengths[s])
+            dense_attention(lv.q[s, :, :m], lv.k[s, :, :m], lv.v[s, :, :m], lv.causal, lv.scale, REFERENCE)
+
+    def sparse():
+        sparse_entmax_attention(lv.q, lv.k, lv.v, lv.lengths, lv.causal, lv.scale, predictor.predict(lv, layer))
+
+    td, ts = _alternate(dense, sparse, rounds)
+    return {"length": length, "samples": samples, "eval_lengths": prep.eval.lengths.tolist(),
+            "recall": rec["mean"]["recall"], "sparsity": rec["mean"]["sparsity"], "mass": rec["mean"]["mass"],
+            "output_error": rec["mean"]["output_error"], "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
+            "layer": layer, "dense_seconds": td, "sparse_seconds": ts, "speedup_min": min(td) / min(ts)}
