@@ -80,7 +80,8 @@ def cmd_inspect(args) -> int:
           f"T={t}, D={d}, {'causal' if data.causal else 'bidirectional'}, alpha={data.alpha}")
     print("descriptor: " + json.dumps(data.descriptor, default=_json_default))
     _print_table("gold sparsity (share of valid pairs with zero entmax weight), mean over samples:", per_head)
-    print(f"mean gold sparsity {result['mean']:.4f}; data loaded in {load_seconds:.1f} s; gold computed in {gold.seconds:.1f} s "
+    print(f"mean gold sparsity {result['mean']:.4f}; data loaded in {load_seconds:.1f} s; "
+          f"gold computed in {gold.seconds:.1f} s "
           "(cached for later runs)")
     return 0
 

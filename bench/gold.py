@@ -147,6 +147,6 @@ def compute_gold(data: AttentionData, block: int = 256, show_progress: bool = Fa
     rows = int(data.lengths.sum()) * data.num_heads * data.num_layers
     start = time.perf_counter()
     with tqdm(total=rows, desc=f"gold {data.name}", unit="row", disable=not show_progress) as bar:
-        layers = [layer_gold(data.layer(l), block=block, progress=bar) for l in range(data.num_layers)]
+        layers = [layer_gold(data.layer(li), block=block, progress=bar) for li in range(data.num_layers)]
     return Gold(layers=layers, seconds=time.perf_counter() - start,
                 bisect_iters=None if data.alpha == 1.5 else BISECT_ITERS)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
+
 def reports_root() -> Path:
     """``$SPARSEBENCH_REPORTS``, else ``reports/`` under the current folder (the project root in tox)."""
     return Path(os.environ.get("SPARSEBENCH_REPORTS") or Path.cwd() / "reports")

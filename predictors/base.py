@@ -121,7 +121,7 @@ class Predictor:
         return f"<{type(self).__name__} {self.name}>"
 
     # -- protocol ----------------------------------------------------------------------------------
-    def fit(self, data, gold) -> "Predictor":
+    def fit(self, data, gold) -> Predictor:
         """Fit on the fit part (an AttentionData and its Gold); records ``fit_seconds``.
 
         With ``s > 0`` the sink positions are found on ``gold`` too (inside ``fit_seconds``).
@@ -136,6 +136,16 @@ class Predictor:
         self.fit_seconds = time.perf_counter() - start
         self.fitted = True
         return self
+
+    def check_fitted(self, layer: int, heads: int, fitted_layers: int, fitted_heads: int,
+                     dim: int | None = None, fitted_dim: int | None = None) -> None:
+        """Refuse a layer, head count or (when given) feature dimension that the fitted state does not
+        cover: ``fitted_layers x fitted_heads`` heads of dimension ``fitted_dim``."""
+        if layer >= fitted_layers or heads != fitted_heads or (dim is not None and dim != fitted_dim):
+            of = "" if fitted_dim is None else f" of dim {fitted_dim}"
+            got = "" if dim is None else f" of dim {dim}"
+            raise PredictorError(f"{self.name}: fitted for {fitted_layers} layers x {fitted_heads} heads{of}, "
+                                 f"asked for layer {layer} with {heads} heads{got}")
 
     def predict(self, view, layer: int) -> PredictedGraph:
         """The predicted graph of one layer (``view``: LayerView of eval samples, all heads)."""

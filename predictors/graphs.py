@@ -21,7 +21,7 @@ class PredictedGraph:
     def block_mask(self, s: int, i0: int, i1: int, n: int) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def __or__(self, other: "PredictedGraph") -> "UnionGraph":
+    def __or__(self, other: PredictedGraph) -> UnionGraph:
         parts = (self.parts if isinstance(self, UnionGraph) else [self]) + (
             other.parts if isinstance(other, UnionGraph) else [other])
         return UnionGraph(parts)

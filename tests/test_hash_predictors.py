@@ -126,7 +126,7 @@ def test_simhash_covers_everything_with_a_full_radius_and_self_pairs_of_equal_ve
     data = dataclasses.replace(d, k=q)  # q == k: every query's own key has distance 0
     for name in ("simhash-b5-l1-h0-top0", "simhash-b5-l2-h5-top0"):
         g = predictors.get(name).fit(data, None).predict(data.layer(0), 0)
-        for s, m in enumerate(full_masks(g, data.layer(0))):
+        for m in full_masks(g, data.layer(0)):
             assert bool(m.diagonal(dim1=1, dim2=2).all())
             if "h5" in name:
                 assert bool(m.all())
@@ -217,7 +217,7 @@ def test_hashattn_top_keeps_at_least_top_past_keys():
     fit, fg, ev, _ = split(True, seed=9)
     view = ev.layer(0)
     g = predictors.get("hashattn-b16-h0-top5").fit(fit, fg).predict(view, 0)
-    for s, m in enumerate(full_masks(g, view, True)):
+    for m in full_masks(g, view, True):
         n = m.shape[-1]
         need = torch.minimum(torch.arange(n) + 1, torch.tensor(5))
         assert bool((m.sum(-1) >= need).all())

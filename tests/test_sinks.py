@@ -14,10 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
-from bench.data.attention import AttentionData
 from bench.data.synthetic import synthetic
 from bench.errors import PredictorError
-from bench.gold import Gold, LayerGold, compute_gold
+from bench.gold import LayerGold, compute_gold
 from bench.metrics import score_layer
 from bench.sweeps import sweep_names
 from predictors.graphs import GlobalGraph
@@ -114,7 +113,7 @@ def test_greedy_sinks_take_the_best_step_and_are_optimal_for_equal_lengths(seed,
     chosen = [int(p) for p, ok in zip(pos[0], valid[0]) if ok]
     cands = list(range(max(lengths))) + [-e for e in range(1, max(lengths) + 1)]
     queries = sum(lengths)
-    for m, p in enumerate(chosen):  # every step adds the most any candidate could add
+    for m in range(len(chosen)):  # every step adds the most any candidate could add
         gain = covered(chosen[:m + 1]) - covered(chosen[:m])
         assert gain == max(covered(chosen[:m] + [c]) for c in cands) - covered(chosen[:m])
         assert share[0, m].item() == pytest.approx(gain / queries)

@@ -70,7 +70,7 @@ class AttentionData:
     def head_dim(self) -> int:
         return self.q.shape[4]
 
-    def layer(self, layer: int) -> "LayerView":
+    def layer(self, layer: int) -> LayerView:
         """Q, K, V of one layer with key heads expanded to the ``H`` query heads."""
         group = self.num_heads // self.num_kv_heads
         k = self.k[:, layer].repeat_interleave(group, dim=1) if group > 1 else self.k[:, layer]
@@ -80,7 +80,7 @@ class AttentionData:
         return LayerView(q=self.q[:, layer], k=k, v=v, lengths=self.lengths, causal=self.causal,
                          scale=self.scale, alpha=self.alpha)
 
-    def select(self, samples) -> "AttentionData":
+    def select(self, samples) -> AttentionData:
         """A new dataset with only ``samples`` (indices), trimmed to their longest length."""
         idx = torch.as_tensor(list(samples), dtype=torch.long)
         if idx.numel() == 0:
@@ -93,7 +93,7 @@ class AttentionData:
             descriptor={**self.descriptor, "samples": [int(i) for i in idx]},
         )
 
-    def split(self, fit_fraction: float = 0.5) -> tuple["AttentionData", "AttentionData"]:
+    def split(self, fit_fraction: float = 0.5) -> tuple[AttentionData, AttentionData]:
         """Split by sample (never by position) into a fit part and an eval part.
 
         The first ``round(S * fit_fraction)`` samples (at least one, at most ``S - 1``) are the fit
@@ -120,7 +120,7 @@ class LayerView:
     scale: float
     alpha: float = 1.5
 
-    def heads(self, heads) -> "LayerView":
+    def heads(self, heads) -> LayerView:
         sel = torch.as_tensor(list(heads), dtype=torch.long)
         return replace(self, q=self.q[:, sel], k=self.k[:, sel], v=None if self.v is None else self.v[:, sel])
 

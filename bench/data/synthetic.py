@@ -26,7 +26,7 @@ def synthetic(samples: int = 4, layers: int = 2, heads: int = 4, kv_heads: int |
     centres = torch.randn(layers, heads, clusters, dim, generator=g)
     assign_q = torch.randint(clusters, (samples, layers, heads, length), generator=g)
     assign_k = torch.randint(clusters, (samples, layers, heads, length), generator=g)
-    gather = lambda a: torch.stack([centres[l, h][a[:, l, h]] for l in range(layers) for h in range(heads)], 1)
+    gather = lambda a: torch.stack([centres[li, h][a[:, li, h]] for li in range(layers) for h in range(heads)], 1)
     q = gather(assign_q).reshape(samples, layers, heads, length, dim)
     k = gather(assign_k).reshape(samples, layers, heads, length, dim)
     q = sharpness * (q + 0.5 * torch.randn(q.shape, generator=g))

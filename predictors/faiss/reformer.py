@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.errors import PredictorError
 from predictors.faiss.common import FaissTwin, as_float32, faiss_threads, search
 from predictors.graphs import CodeGraph
 from predictors.torch.reformer import ReformerLSH, padding_to_minus_one, space_qk
@@ -51,14 +50,10 @@ class FaissReformerLSH(FaissTwin, ReformerLSH):
     """
 
     def _predict(self, view, layer):
-        nh = view.q.shape[1]
-        if layer >= self.rotations.shape[0] or nh != self.rotations.shape[1]:
-            raise PredictorError(f"{self.name}: fitted for {self.rotations.shape[0]} layers x "
-                                 f"{self.rotations.shape[1]} heads, asked for layer {layer} with {nh} heads")
+        self.check_fitted(layer, view.q.shape[1], *self.rotations.shape[:2])
         q, k = space_qk(view, layer, self.projections)
         rot = self.rotations[layer]  # [H, h, d', b/2]
-        if q.shape[-1] != rot.shape[2]:
-            raise PredictorError(f"{self.name}: fitted for dimension {rot.shape[2]}, got {q.shape[-1]}")
+        self.check_fitted(layer, view.q.shape[1], *self.rotations.shape[:2], q.shape[-1], rot.shape[2])
         with faiss_threads():
             qb, kb = faiss_buckets([q, k], rot, view.lengths, self.device)
         return CodeGraph(qb, kb, num_codes=self.b, matched_rounds=True)

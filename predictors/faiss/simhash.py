@@ -112,9 +112,9 @@ class FaissSimHash(FaissTwin, SimHash):
                 per_head = []
                 for hd in range(nh):
                     found = []
-                    for l in range(nl):
-                        q = np.ascontiguousarray(qp[s, hd, :n, l])
-                        k = np.ascontiguousarray(kp[s, hd, :n, l])
+                    for t in range(nl):
+                        q = np.ascontiguousarray(qp[s, hd, :n, t])
+                        k = np.ascontiguousarray(kp[s, hd, :n, t])
                         if h == 0 and top == 0:
                             index = faiss.IndexBinaryHash(dbits, min(dbits, 64))
                             index.add(k)

@@ -29,7 +29,6 @@ import math
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
 from predictors.torch.seer import data_key
 from predictors.torch.simhash import HAMMING_PARAMS, HammingGraph, check_hamming, query_radii, sign_bits
@@ -80,7 +79,7 @@ def train_layer(view, layer_gold, bits: int, seed: int) -> tuple[torch.Tensor, .
         return out
 
     last = torch.zeros(nh, dtype=torch.float64)
-    for epoch in range(EPOCHS):
+    for _epoch in range(EPOCHS):
         last.zero_()
         for c in torch.randperm(len(chunks), generator=gen).tolist():
             s, i0, i1 = chunks[c]
@@ -103,8 +102,8 @@ def fit_hash(data, gold, bits: int, seed: int) -> tuple[torch.Tensor, ...]:
     """The maps of every layer: ``wq, wk`` ``[L, H, D, K]``, ``cq, ck`` ``[L, H, K]``, losses ``[L, H]``."""
     key = (data_key(data), bits, seed)
     if key not in _CACHE:
-        parts = [train_layer(data.layer(l), gold.layers[l], bits, _layer_seed(seed, l))
-                 for l in range(data.num_layers)]
+        parts = [train_layer(data.layer(li), gold.layers[li], bits, _layer_seed(seed, li))
+                 for li in range(data.num_layers)]
         _CACHE[key] = tuple(torch.stack([p[m] for p in parts]) for m in range(5))
     return _CACHE[key]
 
@@ -129,9 +128,7 @@ class HashAttention(Predictor):
 
     def _predict(self, view, layer):
         nh, d = view.q.shape[1], view.q.shape[-1]
-        if layer >= self.wq.shape[0] or (nh, d) != tuple(self.wq.shape[1:3]):
-            raise PredictorError(f"{self.name}: fitted for {self.wq.shape[0]} layers x {self.wq.shape[1]} heads "
-                                 f"of dim {self.wq.shape[2]}, asked for layer {layer}, {nh} heads of dim {d}")
+        self.check_fitted(layer, nh, *self.wq.shape[:2], d, self.wq.shape[2])
         qb = sign_bits(view.q.cpu(), self.wq[layer][:, None], self.cq[layer][:, None])
         kb = sign_bits(view.k.cpu(), self.wk[layer][:, None], self.ck[layer][:, None])
         radii = query_radii(qb, kb, view.lengths.cpu(), view.causal, self.values["h"], self.values["top"])

@@ -106,13 +106,10 @@ class ReformerLSH(Predictor):
 
     def _predict(self, view, layer):
         s_count, nh = view.q.shape[:2]
-        if layer >= self.rotations.shape[0] or nh != self.rotations.shape[1]:
-            raise PredictorError(f"{self.name}: fitted for {self.rotations.shape[0]} layers x "
-                                 f"{self.rotations.shape[1]} heads, asked for layer {layer} with {nh} heads")
+        self.check_fitted(layer, nh, *self.rotations.shape[:2])
         q, k = space_qk(view, layer, self.projections)
         rot = self.rotations[layer].to(q.device)  # [H, h, d', b/2]
-        if q.shape[-1] != rot.shape[2]:
-            raise PredictorError(f"{self.name}: fitted for dimension {rot.shape[2]}, got {q.shape[-1]}")
+        self.check_fitted(layer, nh, *self.rotations.shape[:2], q.shape[-1], rot.shape[2])
         return CodeGraph(self.buckets(q, rot, view.lengths), self.buckets(k, rot, view.lengths),
                          num_codes=self.b, matched_rounds=True)
 

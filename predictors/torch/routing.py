@@ -109,14 +109,10 @@ class RoutingKMeans(Predictor):
         self.centroids = torch.stack(centroids)  # [L, H, k, d']
 
     def _predict(self, view, layer):
-        nh = view.q.shape[1]
-        if layer >= self.centroids.shape[0] or nh != self.centroids.shape[1]:
-            raise PredictorError(f"{self.name}: fitted for {self.centroids.shape[0]} layers x "
-                                 f"{self.centroids.shape[1]} heads, asked for layer {layer} with {nh} heads")
+        self.check_fitted(layer, view.q.shape[1], *self.centroids.shape[:2])
         q, k = space_qk(view, layer, self.projections)
         mu = self.centroids[layer]
-        if q.shape[-1] != mu.shape[-1]:
-            raise PredictorError(f"{self.name}: fitted for dimension {mu.shape[-1]}, got {q.shape[-1]}")
+        self.check_fitted(layer, view.q.shape[1], *self.centroids.shape[:2], q.shape[-1], mu.shape[-1])
         return CodeGraph(balanced_codes(q, mu, view.lengths), balanced_codes(k, mu, view.lengths),
                          num_codes=self.k, matched_rounds=False)
 

@@ -31,6 +31,7 @@ way); at least one of the two must select. A larger ``top`` or a lower ``t`` nev
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -102,6 +103,15 @@ def gate_logits(qbar, kbar, wq, wk) -> torch.Tensor:
     return torch.matmul(qr, kr.transpose(-1, -2)) / math.sqrt(wq.shape[-1])
 
 
+def gate_kl(qbar, kbar, wq, wk, allowed, target, ent, rows, per_rows) -> torch.Tensor:
+    """Mean KL per head ``[H]`` between the block-pooled gold ``target`` ``[S, H, M, M]`` and the softmax
+    of the gate logits over the ``allowed`` key blocks, over the valid query blocks ``rows`` ``[S, H, M]``
+    (``ent = sum T log T``, constant in the maps; ``per_rows``: valid query blocks per head)."""
+    logp = torch.log_softmax(gate_logits(qbar, kbar, wq, wk).masked_fill(~allowed, float("-inf")), -1)
+    cross = -(target * logp.masked_fill(~allowed, 0.0)).sum(-1)  # [S, H, M]
+    return ((ent + cross) * rows).sum((0, 2)) / per_rows
+
+
 def data_key(data) -> str:
     """An in-process memo key of a dataset: its descriptor, or a digest of its tensors without one."""
     from bench.data.cache import descriptor_key, tensor_digest
@@ -136,11 +146,7 @@ def fit_gates(data, gold, block: int, seed: int) -> tuple[torch.Tensor, torch.Te
         ent = (target * target.clamp(min=1e-30).log()).sum(-1)  # sum T log T, constant in the maps
         per_rows = rows.sum((0, 2)).clamp(min=1)  # [H]
 
-        def kl():
-            logp = torch.log_softmax(gate_logits(qbar, kbar, wq, wk).masked_fill(~allowed, float("-inf")), -1)
-            cross = -(target * logp.masked_fill(~allowed, 0.0)).sum(-1)  # [S, H, M]
-            return ((ent + cross) * rows).sum((0, 2)) / per_rows  # [H]
-
+        kl = functools.partial(gate_kl, qbar, kbar, wq, wk, allowed, target, ent, rows, per_rows)
         for _ in range(STEPS):
             opt.zero_grad()
             kl().sum().backward()
@@ -199,10 +205,7 @@ class SeerGate(Predictor):
 
     def _predict(self, view, layer):
         nh = view.q.shape[1]
-        if layer >= self.wq.shape[0] or nh != self.wq.shape[1] or view.q.shape[-1] != self.wq.shape[2]:
-            raise PredictorError(f"{self.name}: fitted for {self.wq.shape[0]} layers x {self.wq.shape[1]} heads "
-                                 f"of dim {self.wq.shape[2]}, asked for layer {layer}, {nh} heads of dim "
-                                 f"{view.q.shape[-1]}")
+        self.check_fitted(layer, nh, *self.wq.shape[:2], view.q.shape[-1], self.wq.shape[2])
         b = self.values["b"]
         lengths = view.lengths.cpu()
         qbar, _ = pool_blocks(view.q.cpu(), lengths, b, keys=False)

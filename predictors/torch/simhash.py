@@ -60,11 +60,11 @@ def query_radii(q_bits: torch.Tensor, k_bits: torch.Tensor, lengths: torch.Tenso
             i = torch.arange(i0, i1)
             allowed = torch.arange(n)[None, :] <= i[:, None] if causal else torch.ones(i1 - i0, n, dtype=torch.bool)
             rank = (torch.minimum(allowed.sum(-1), torch.tensor(top)) - 1)  # [B]
-            for l in range(nl):
-                d = hamming(q_bits[s, :, i0:i1, l], k_bits[s, :, :n, l])  # [H, B, n]
+            for t in range(nl):
+                d = hamming(q_bits[s, :, i0:i1, t], k_bits[s, :, :n, t])  # [H, B, n]
                 d = d.masked_fill(~allowed, nbits + 1).sort(-1).values
                 kth = d.gather(2, rank[None, :, None].expand(nh, -1, 1)).squeeze(2)
-                radii[s, :, i0:i1, l] = kth.clamp(min=h)
+                radii[s, :, i0:i1, t] = kth.clamp(min=h)
     return radii
 
 
@@ -83,9 +83,9 @@ class HammingGraph(PredictedGraph):
     def block_mask(self, s, i0, i1, n):
         nh = self.q_bits.shape[1]
         out = torch.zeros(nh, i1 - i0, n, dtype=torch.bool)
-        for l in range(self.q_bits.shape[3]):
-            d = hamming(self.q_bits[s, :, i0:i1, l], self.k_bits[s, :, :n, l])
-            out |= d <= self.radii[s, :, i0:i1, l, None]
+        for t in range(self.q_bits.shape[3]):
+            d = hamming(self.q_bits[s, :, i0:i1, t], self.k_bits[s, :, :n, t])
+            out |= d <= self.radii[s, :, i0:i1, t, None]
         return out
 
 
@@ -144,9 +144,7 @@ class SimHash(Predictor):
     def bits(self, view, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes of the queries and keys of one layer: bool ``[S, H, T, L, K]`` each."""
         nh, d = view.q.shape[1], view.q.shape[-1]
-        if layer >= self.proj.shape[0] or (nh, d) != (self.proj.shape[1], self.proj.shape[3]):
-            raise PredictorError(f"{self.name}: fitted for {self.proj.shape[0]} layers x {self.proj.shape[1]} "
-                                 f"heads of dim {self.proj.shape[3]}, asked for layer {layer}, {nh} heads of dim {d}")
+        self.check_fitted(layer, nh, *self.proj.shape[:2], d, self.proj.shape[3])
         return sign_bits(view.q.cpu(), self.proj[layer]), sign_bits(view.k.cpu(), self.proj[layer])
 
     def _predict(self, view, layer):
