@@ -77,3 +77,14 @@ def test_compare_command(prep, tmp_path, capsys):
     assert main(["compare", str(run), "--baseline", str(tmp_path / "b.json")]) == 1
     assert "FAIL: synthetic--torch--window-w9: recall" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "nope"), "--baseline", str(tmp_path / "b.json")]) == 2
+
+
+@pytest.mark.parametrize("name", ["sf-kmeans-r4-k4-top1", "oracle-margin-sp0.9", "window-w3-s1"])
+def test_scoring_given_graphs_equals_scoring_fresh_predictions(prep, name):
+    from bench.score import score_fitted
+
+    p = predictors.get(name).fit(prep.fit, prep.fit_gold)
+    graphs = [p.predict(prep.eval.layer(layer), layer) for layer in range(prep.eval.num_layers)]
+    given, fresh = score_fitted(prep, p, graphs=graphs), score_fitted(prep, p)
+    assert given["per_head"] == fresh["per_head"] and given["pred_pairs"] == fresh["pred_pairs"]
+    assert given["predict_seconds"] == 0.0 < fresh["predict_seconds"]

@@ -143,6 +143,18 @@ def test_thresholds_do_not_depend_on_the_query_block():
         assert torch.equal(rank_thresholds(view, m, rank, block=7), rank_thresholds(view, m, rank, block=256))
 
 
+def test_thresholds_with_kept_and_recomputed_values_agree(monkeypatch):
+    import predictors.torch.oracle as oracle
+
+    data, _ = synth(False, 1, heads=3, length=45)
+    view = data.layer(0)
+    m = torch.tensor([100, 300, 17])
+    kept = {rank: rank_thresholds(view, m, rank, block=8) for rank in ("score", "margin")}
+    monkeypatch.setattr(oracle, "KEEP_VALUES", 0)  # recompute the values in every pass
+    for rank in ("score", "margin"):
+        assert torch.equal(rank_thresholds(view, m, rank, block=8), kept[rank])
+
+
 # -- the ceiling property --------------------------------------------------------------------------------
 
 COMPETITORS = ["window-w5", "window-w3-g2", "bigbird-r2", "fixed-l8-c2", "quest-query-b8-k2",

@@ -43,6 +43,7 @@ from predictors.graphs import KeyListGraph, PredictedGraph
 BLOCK = 256  # query rows per block when computing scores
 RANKS = ("score", "margin")
 NONE = 1 << 32  # threshold key above every value: predicts nothing
+KEEP_VALUES = 1 << 23  # per sample, keep the H x n x n int64 keys (64 MiB) rather than recompute them
 
 
 def sortable_keys(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +95,8 @@ def rank_thresholds(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tor
 
     An exact radix select: each pass recomputes the values block by block and histograms the next
     :data:`RADIX_WIDTHS` bits of the keys that share the prefix found so far, per head, then keeps the
-    bucket holding the ``m``-th largest. Memory ``O(H x block x n)``; three passes over the scores.
+    bucket holding the ``m``-th largest. Memory ``O(H x block x n)``; three passes over the scores (the
+    values are computed once and kept when ``H n^2 <= KEEP_VALUES``).
     """
     s_count, nh = view.q.shape[:2]
     out = torch.empty(s_count, nh, dtype=torch.int64)
@@ -110,6 +112,14 @@ def rank_thresholds(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tor
             out[s] = 0
             continue
         k = view.k[s, :, :n]
+
+        def block_keys(i0, i1, s=s, n=n, k=k):
+            allowed = allowed_keys(i0, i1, n, view.causal)
+            return allowed, sortable_keys(pair_values(view.q[s, :, i0:i1], k, view.scale, view.alpha, allowed, rank))
+
+        starts = range(0, n, block)
+        # Small enough to keep: compute the values once for the three passes instead of three times.
+        kept = ([block_keys(i0, min(n, i0 + block)) for i0 in starts] if nh * n * n <= KEEP_VALUES else None)
         need = torch.full((nh,), ms, dtype=torch.int64)
         prefix = torch.zeros(nh, dtype=torch.int64)
         known = 0
@@ -117,10 +127,8 @@ def rank_thresholds(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tor
             shift = 32 - known - width
             buckets = 1 << width
             hist = torch.zeros(nh * buckets, dtype=torch.int64)
-            for i0 in range(0, n, block):
-                i1 = min(n, i0 + block)
-                allowed = allowed_keys(i0, i1, n, view.causal)
-                keys = sortable_keys(pair_values(view.q[s, :, i0:i1], k, view.scale, view.alpha, allowed, rank))
+            for b, i0 in enumerate(starts):
+                allowed, keys = kept[b] if kept is not None else block_keys(i0, min(n, i0 + block))
                 sel = allowed & ((keys >> (shift + width)) == prefix[:, None, None])
                 digit = heads * buckets + ((keys >> shift) & (buckets - 1))
                 hist += torch.bincount(digit[sel], minlength=nh * buckets)
