@@ -9,8 +9,12 @@ configuration
     one predictor name on one dataset and backend: a row of :func:`configs_frame`.
 series
     what one colour of a plot and one row of a table stands for: the family, except that the window
-    family is split by its global sink tokens ``g``: ``window`` (g = 0) and ``window+sink`` (g = 1, the
-    baseline every report shows explicitly); other ``g`` read ``window+g<g>``.
+    family is split by its sink tokens: ``window`` (none), ``window+sink`` (g = 1, the first token: the
+    baseline every report shows explicitly), ``window+g<g>`` for other fixed ``g``, and
+    ``window+learned-sink`` for sink columns learned from the fit samples (``s > 0``).
+ceiling
+    a family that reads the dense scores (``oracle-*``, :data:`CEILING_PREFIX`): drawn on every plot as
+    the best any predictor could reach, never a winner of a "best family" statement.
 direction
     whether a metric is better high or low (:data:`bench.metrics.HIGHER_IS_BETTER`); ``output_error``
     is better low, and every function here honours that.
@@ -36,6 +40,9 @@ from bench.errors import BenchError
 from bench.metrics import HIGHER_IS_BETTER, METRICS
 
 BASELINE_SERIES = "window+sink"
+LEARNED_SINK_SERIES = "window+learned-sink"
+# Every ceiling family is named oracle-... (predictors/torch/oracle.py; tests/test_pareto.py checks the registry).
+CEILING_PREFIX = "oracle-"
 # Columns that identify a configuration's group in fronts and tables.
 GROUP = ("dataset", "series", "backend")
 # Derived configuration metrics, with their directions.
@@ -53,13 +60,26 @@ def higher_is_better(metric: str) -> bool:
     raise BenchError(f"unknown metric {metric!r}; known: {', '.join([*HIGHER_IS_BETTER, *EXTRA_DIRECTIONS])}")
 
 
+def is_ceiling(series: str) -> bool:
+    """Whether a family or series is a ceiling (reads the dense scores; see the module docstring)."""
+    return isinstance(series, str) and series.startswith(CEILING_PREFIX)
+
+
+def _int_param(params: dict | None, key: str) -> int:
+    v = (params or {}).get(key, 0)
+    return 0 if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+
+
 def series_label(family: str, params: dict | None) -> str:
-    """The series of a configuration: its family, with the window family split by sink tokens ``g``."""
+    """The series of a configuration: its family, with the window family split by sink tokens (fixed
+    ``g``, learned ``s``; see the module docstring)."""
     if family != "window":
         return family
-    g = (params or {}).get("g", 0)
-    g = 0 if g is None or (isinstance(g, float) and math.isnan(g)) else int(g)
-    return {0: "window", 1: BASELINE_SERIES}.get(g, f"window+g{g}")
+    g, s = _int_param(params, "g"), _int_param(params, "s")
+    label = {0: "window", 1: BASELINE_SERIES}.get(g, f"window+g{g}")
+    if s > 0:
+        label = LEARNED_SINK_SERIES if g == 0 else f"{label}+learned-sink"
+    return label
 
 
 # ---------------------------------------------------------------- reading a run
@@ -140,7 +160,8 @@ def heads_frame(results: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["dataset", "backend", "name", "family", "series", "layer", "head"])
     g = df["param_g"] if "param_g" in df else pd.Series(0, index=df.index)
-    df["series"] = [series_label(f, {"g": gv}) for f, gv in zip(df["family"], g)]
+    s = df["param_s"] if "param_s" in df else pd.Series(0, index=df.index)
+    df["series"] = [series_label(f, {"g": gv, "s": sv}) for f, gv, sv in zip(df["family"], g, s)]
     return df
 
 
@@ -245,46 +266,62 @@ def matched_table(best: pd.DataFrame, by: Sequence[str] = GROUP, column: str = "
 
 
 def best_series(best: pd.DataFrame, level: float, y: str = "recall") -> pd.DataFrame:
-    """Per dataset, the winner among the rows of :func:`best_at_levels` at ``level``.
+    """Per dataset, the winner among the non-ceiling rows of :func:`best_at_levels` at ``level``.
 
-    Returns one row per dataset: ``dataset, series, backend, name, value, at`` of the best row (ties:
-    every tied row is kept, in series order), plus ``baseline`` (the best value of the window+sink
-    series at that level, NaN when absent) and ``ties`` (how many rows share the best value). A dataset
-    where nothing reaches the level has NaN ``value`` and a missing (``pd.isna``) ``series``.
+    Returns one row per dataset: ``dataset, series, backend, name, value, at`` of the best row that is
+    not a ceiling (:func:`is_ceiling`; ties: every tied row is kept, in series order), plus ``baseline``
+    (the best value of the window+sink series at that level, NaN when absent), ``ties`` (how many rows
+    share the best value), and ``ceiling``, ``ceiling_series`` (the best ceiling value and its series at
+    that level; NaN and None without ceilings). A dataset where no cheap configuration reaches the
+    level has NaN ``value`` and a missing (``pd.isna``) ``series``.
     """
     yh = higher_is_better(y)
+    cols = ["dataset", "series", "backend", "name", "value", "at", "baseline", "ties", "ceiling", "ceiling_series"]
     out = []
     for ds, g in best[np.isclose(best["level"], level)].groupby("dataset", sort=True):
         base = g.loc[g["series"] == BASELINE_SERIES, "value"]
         base_v = float(base.max() if yh else base.min()) if base.notna().any() else math.nan
-        valid = g[g["value"].notna()]
+        ceil = g[g["series"].map(is_ceiling) & g["value"].notna()]
+        ceil_v, ceil_s = math.nan, None
+        if len(ceil):
+            c = ceil.sort_values(["value", "series"], ascending=[not yh, True], kind="stable").iloc[0]
+            ceil_v, ceil_s = float(c["value"]), c["series"]
+        valid = g[g["value"].notna() & ~g["series"].map(is_ceiling)]
         if valid.empty:
             out.append({"dataset": ds, "series": None, "backend": None, "name": None, "value": math.nan,
-                        "at": math.nan, "baseline": base_v, "ties": 0})
+                        "at": math.nan, "baseline": base_v, "ties": 0, "ceiling": ceil_v, "ceiling_series": ceil_s})
             continue
         top = valid["value"].max() if yh else valid["value"].min()
         winners = valid[valid["value"] == top].sort_values(["series", "backend"])
         for _, w in winners.iterrows():
             out.append({"dataset": ds, "series": w["series"], "backend": w["backend"], "name": w["name"],
                         "value": float(w["value"]), "at": float(w["at"]), "baseline": base_v,
-                        "ties": len(winners)})
-    return pd.DataFrame(out, columns=["dataset", "series", "backend", "name", "value", "at", "baseline", "ties"])
+                        "ties": len(winners), "ceiling": ceil_v, "ceiling_series": ceil_s})
+    return pd.DataFrame(out, columns=cols)
 
 
 def best_series_sentences(winners: pd.DataFrame, level: float, x: str = "sparsity", y: str = "recall") -> list[str]:
-    """One plain sentence per dataset from :func:`best_series` (what the report's first page says)."""
+    """One plain sentence per dataset from :func:`best_series` (what the report's first page says): the
+    best cheap family, the window+sink baseline, and the gap to the ceiling."""
     cmp = ">=" if higher_is_better(x) else "<="
     lines = []
     for ds, g in winners.groupby("dataset", sort=True):
         w = g.iloc[0]
+        ceil = ""
+        if "ceiling" in g and not math.isnan(w["ceiling"]):
+            ceil = f" The ceiling ({w['ceiling_series']}, not cheap) reaches {w['ceiling']:.3f}"
+            if not pd.isna(w["series"]):
+                ceil += f", a gap of {abs(w['ceiling'] - w['value']):.3f}"
+            ceil += "."
         if pd.isna(w["series"]):
-            lines.append(f"{ds}: no configuration reaches {x} {cmp} {level:g}.")
+            lines.append(f"{ds}: no cheap configuration reaches {x} {cmp} {level:g}.{ceil}")
             continue
         who = " and ".join(f"{r['series']} ({r['name']}, {r['backend']})" for _, r in g.iterrows())
         base = "" if math.isnan(w["baseline"]) else f"; the window+sink baseline reaches {w['baseline']:.3f}"
         if w["series"] == BASELINE_SERIES and len(g) == 1:
             base = "; no other family beats the window+sink baseline"
-        lines.append(f"{ds}: best {y} at {x} {cmp} {level:g} is {w['value']:.3f}, by {who} at {x} {w['at']:.3f}{base}.")
+        lines.append(f"{ds}: best {y} at {x} {cmp} {level:g} is {w['value']:.3f}, by {who} at {x} {w['at']:.3f}"
+                     f"{base}.{ceil}")
     return lines
 
 
@@ -338,10 +375,14 @@ def choose_config(configs: pd.DataFrame, dataset: str, name: str = "", level: fl
     """The configuration whose per-head grid the report shows for ``dataset``.
 
     ``name`` given: that configuration (torch before faiss when both exist). Otherwise the best ``y``
-    among configurations reaching ``x`` level ``level`` (:func:`best_at_levels` rules); when none
-    reaches it, the one with the best ``x`` (the sparsest). None when the dataset has no configuration.
+    among the non-ceiling configurations reaching ``x`` level ``level`` (:func:`best_at_levels` rules);
+    when none reaches it, the one with the best ``x`` (the sparsest). None when the dataset has no
+    configuration.
     """
     sub = configs[configs["dataset"] == dataset]
+    if not name:
+        cheap = sub[~sub["series"].map(is_ceiling)]
+        sub = cheap if len(cheap) else sub
     if sub.empty:
         return None
     if name:

@@ -53,13 +53,21 @@ AXIS_LABEL = {"sparsity": "sparsity (share of pairs not computed)", "recall": "r
 # ---------------------------------------------------------------- figures
 
 
+CEILING_COLOURS = ("dimgray", "darkgray", "silver")
+
+
 def palette(series: Sequence[str]) -> dict:
-    """A fixed colour per series (the window+sink baseline is black), the same in every figure."""
+    """A fixed colour per series, the same in every figure: the window+sink baseline black, the ceilings
+    (:func:`bench.pareto.is_ceiling`) in greys, every other series from a qualitative palette."""
     import seaborn as sns
 
-    names = sorted({s for s in series if s != "window+sink"})
+    from bench.pareto import is_ceiling
+
+    ceilings = sorted({s for s in series if is_ceiling(s)})
+    names = sorted({s for s in series if s != "window+sink" and not is_ceiling(s)})
     colours = sns.color_palette("tab10" if len(names) <= 10 else "tab20", len(names))
     out = dict(zip(names, colours))
+    out.update({c: CEILING_COLOURS[i % len(CEILING_COLOURS)] for i, c in enumerate(ceilings)})
     out["window+sink"] = BASELINE_COLOUR
     return out
 
@@ -68,11 +76,22 @@ def _style(backend: str) -> dict:
     return BACKEND_STYLE.get(backend, {"linestyle": ":", "marker": "s"})
 
 
+def series_caption(series: str) -> str:
+    """Legend and table label: the baseline and the ceilings say what they are."""
+    from bench.pareto import is_ceiling
+
+    if series == "window+sink":
+        return series + " (baseline)"
+    return series + (" (ceiling, not cheap)" if is_ceiling(series) else "")
+
+
 def _legend(ax, colours: dict, series: Sequence[str], backends: Sequence[str]) -> None:
     from matplotlib.lines import Line2D
 
+    from bench.pareto import is_ceiling
+
     handles = [Line2D([], [], color=colours[s], lw=2.5 if s == "window+sink" else 1.8,
-                      label=s + (" (baseline)" if s == "window+sink" else "")) for s in sorted(set(series))]
+                      ls=":" if is_ceiling(s) else "-", label=series_caption(s)) for s in sorted(set(series))]
     if len(set(backends)) > 1 or set(backends) - {"torch"}:
         handles += [Line2D([], [], color="grey", label=f"backend {b}", **_style(b)) for b in sorted(set(backends))]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
@@ -88,7 +107,7 @@ def plot_tradeoff(configs, x: str, y: str, colours: dict, title: str = "", level
     fig, ax = plt.subplots(figsize=(8.5, 5.0))
     front = pareto.fronts(configs, x, y, by=("series", "backend"))
     for (series, backend), g in configs.groupby(["series", "backend"], sort=True):
-        st = _style(backend)
+        st = dict(_style(backend), **({"linestyle": ":"} if pareto.is_ceiling(series) else {}))
         ax.scatter(g[x], g[y], color=colours[series], marker=st["marker"], alpha=0.3, s=22, linewidths=0)
         f = front[(front["series"] == series) & (front["backend"] == backend)]
         ax.plot(f[x], f[y], color=colours[series], lw=2.5 if series == "window+sink" else 1.6, ms=5,

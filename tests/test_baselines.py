@@ -369,14 +369,17 @@ def test_sweeps_build_valid_predictors(family):
         assert len(set(names)) == len(names)
         assert all(predictors.get(n).name == n for n in names)
         sizes[profile] = len(configs)
-    x = 2 if family == "window" else 1  # the window baseline is swept with and without a sink token
-    assert 2 <= sizes["smoke"] <= 3 * x and 5 <= sizes["default"] <= 7 * x and sizes["full"] > sizes["default"]
+    # The window baseline is swept without sinks, with fixed sinks (g = 1, 2) and with learned ones (s = 1, 2).
+    x = 2 if family == "window" else 1
+    y = 5 if family == "window" else 1
+    assert 2 <= sizes["smoke"] <= 3 * x and 5 <= sizes["default"] <= 7 * y and sizes["full"] > sizes["default"]
 
 
 def test_sweeps_hold_the_paper_grid():
     windows = [0] + list(range(1, 28, 2))
     full = lambda family: tomllib.loads((SWEEPS / f"{family}.toml").read_text())["full"]["grid"]
-    assert full("window")["w"] == windows
+    window = tomllib.loads((SWEEPS / "window.toml").read_text())["full"]["grids"]
+    assert window[0]["w"] == windows and window[0]["g"] == [0, 1, 2] and window[1]["w"] == windows
     assert full("reformer")["b"] == list(range(2, 31, 2)) and full("reformer")["h"] == [1, 2, 3, 4]
     assert full("routing")["k"] == list(range(2, 21))
     assert full("bigbird")["r"] == [1, 2, 3, 4, 5]

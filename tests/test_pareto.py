@@ -151,7 +151,7 @@ def test_best_series_ties_and_nothing_reached():
     assert pd.isna(e["series"]) and math.isnan(e["value"])
     lines = pareto.best_series_sentences(win, 0.9)
     assert "by a (a-1, torch) and b (b-1, torch)" in lines[0]
-    assert lines[1] == "e: no configuration reaches sparsity >= 0.9."
+    assert lines[1] == "e: no cheap configuration reaches sparsity >= 0.9."
 
 
 # ---------------------------------------------------------------- reading a summary
@@ -312,3 +312,36 @@ def test_crossover_without_the_reference():
     s = scaling_rows({("dense", "softmax-sdpa"): {128: 1.0}, ("torch", "a"): {128: 0.5}})
     row = pareto.crossover(s, "entmax15-topk").iloc[0]
     assert math.isnan(row["crossover_n"]) and row["verdict"] == "entmax15-topk not timed at the same n"
+
+
+def test_learned_sink_series_and_ceiling_prefix():
+    assert pareto.series_label("window", {"w": 3, "s": 2}) == "window+learned-sink"
+    assert pareto.series_label("window", {"w": 3, "g": 1, "s": 1}) == "window+sink+learned-sink"
+    assert pareto.series_label("window", {"w": 3, "g": 0, "s": nan}) == "window"
+    assert pareto.series_label("sf-kmeans", {"s": 1}) == "sf-kmeans"
+    # The reports recognise ceilings by name: every registered ceiling must follow the convention.
+    from predictors.registry import TORCH_FAMILIES, family_class
+
+    ceilings = sorted(f for f in TORCH_FAMILIES if getattr(family_class(f), "ceiling", False))
+    assert ceilings == ["oracle-margin", "oracle-thr", "oracle-topk"]
+    assert all(pareto.is_ceiling(f) for f in ceilings)
+    assert not any(pareto.is_ceiling(f) for f in TORCH_FAMILIES if f not in ceilings)
+
+
+def test_best_series_excludes_ceilings_and_states_the_gap():
+    df = pd.DataFrame([cfg("oracle-margin-sp0.9", 0.9, 0.98, "oracle-margin"),
+                       cfg("oracle-thr-sp0.9", 0.9, 0.90, "oracle-thr"),
+                       cfg("sf-kmeans-b", 0.92, 0.60, "sf-kmeans"), cfg("window-w1-g1", 0.91, 0.50, "window+sink"),
+                       cfg("oracle-margin-sp0.9", 0.9, 0.97, "oracle-margin", dataset="e")])
+    win = pareto.best_series(pareto.best_at_levels(df, levels=[0.9]), 0.9)
+    d = win[win["dataset"] == "d"].iloc[0]
+    assert (d["series"], d["value"], d["baseline"], d["ceiling"], d["ceiling_series"]) == \
+        ("sf-kmeans", 0.60, 0.50, 0.98, "oracle-margin")
+    e = win[win["dataset"] == "e"].iloc[0]
+    assert pd.isna(e["series"]) and e["ceiling"] == 0.97
+    lines = pareto.best_series_sentences(win, 0.9)
+    assert lines[0].endswith("The ceiling (oracle-margin, not cheap) reaches 0.980, a gap of 0.380.")
+    assert lines[1] == ("e: no cheap configuration reaches sparsity >= 0.9. "
+                        "The ceiling (oracle-margin, not cheap) reaches 0.970.")
+    # The per-head view picks the best cheap configuration, never the ceiling.
+    assert pareto.choose_config(df, "d")["name"] == "sf-kmeans-b"
