@@ -69,16 +69,19 @@ class LayerGold:
         """
         _, nh, t = self.counts.shape
         b = i1 - i0
-        mask = torch.zeros(nh, b, n, dtype=torch.bool)
-        probs = torch.zeros(nh, b, n, dtype=torch.float32)
-        for h in range(nh):
-            row0 = (s * nh + h) * t + i0
-            lo, hi = int(self.rowptr[row0]), int(self.rowptr[row0 + b])
-            rows = torch.repeat_interleave(torch.arange(b), self.counts[s, h, i0:i1])
-            cols = self.cols[lo:hi].long()
-            mask[h, rows, cols] = True
-            probs[h, rows, cols] = self.probs[lo:hi]
-        return mask, probs
+        mask = torch.zeros(nh * b, n, dtype=torch.bool)
+        probs = torch.zeros(nh * b, n, dtype=torch.float32)
+        # CSR rows (s, h, i) for every head at once: row r = h * b + (i - i0) of the block.
+        first = (s * nh + torch.arange(nh)[:, None]) * t + torch.arange(i0, i1)[None, :]  # [H, B]
+        starts = self.rowptr[first.flatten()]
+        cnt = self.counts[s, :, i0:i1].flatten()
+        rows = torch.repeat_interleave(torch.arange(nh * b), cnt)
+        within = torch.arange(rows.numel()) - torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
+        src = starts[rows] + within
+        cols = self.cols[src].long()
+        mask[rows, cols] = True
+        probs[rows, cols] = self.probs[src]
+        return mask.view(nh, b, n), probs.view(nh, b, n)
 
     def sparsity(self) -> torch.Tensor:
         """Gold sparsity per sample and head, ``[S, H]``: 1 - |support| / |valid pairs|."""

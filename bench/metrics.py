@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from bench.data.attention import LayerView
+from bench.dense import partial_k
 from bench.gold import LayerGold, entmax_probs
 from bench.masking import allowed_keys, block_scores, mask_scores
 
@@ -80,7 +81,7 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
                     nonempty = keep.any(-1)
                     sub = mask_scores(scores[redo][nonempty], keep[nonempty])
                     rows_p = torch.zeros(keep.shape, dtype=torch.float32)
-                    rows_p[nonempty] = entmax_probs(sub, view.alpha) * keep[nonempty]
+                    rows_p[nonempty] = entmax_probs(sub, view.alpha, topk=partial_k(n)) * keep[nonempty]
                     p_hat[redo] = rows_p
                     diff = torch.bmm(p_hat, v) - out
                     acc["err_sq"][s] += (diff * redo[..., None]).pow(2).sum((1, 2)).double()

@@ -44,6 +44,18 @@ def test_blocking_does_not_change_the_gold():
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_gold_blocks_of_rows_tile_the_whole_sample(causal):
+    d = synthetic(samples=3, layers=1, heads=3, length=45, dim=8, causal=causal, seed=13)
+    gold = compute_gold(d).layers[0]
+    for s in range(3):
+        n = int(d.lengths[s])
+        mask, probs = gold.block(s, 0, n, n)
+        for i0, i1 in [(0, 1), (5, 17), (n - 3, n)]:
+            m, p = gold.block(s, i0, i1, n)
+            assert torch.equal(m, mask[:, i0:i1]) and torch.equal(p, probs[:, i0:i1])
+
+
 def test_other_alpha_uses_bisection():
     d = synthetic(samples=2, layers=1, heads=2, length=33, dim=8, seed=5)
     d.alpha = 2.0
