@@ -56,17 +56,25 @@ AXIS_LABEL = {"sparsity": "sparsity (share of pairs not computed)", "recall": "r
 CEILING_COLOURS = ("dimgray", "darkgray", "silver")
 
 
+def colours(count: int) -> list:
+    """``count`` distinct colours without greys (greys mean dense references and ceilings here)."""
+    import seaborn as sns
+
+    if count <= 9:
+        return [c for i, c in enumerate(sns.color_palette("tab10", 10)) if i != 7][:count]  # 7: grey
+    base = [c for i, c in enumerate(sns.color_palette("tab20", 20)) if i not in (14, 15)]  # tab20's greys
+    return (base + sns.color_palette("husl", max(0, count - len(base))))[:count]
+
+
 def palette(series: Sequence[str]) -> dict:
     """A fixed colour per series, the same in every figure: the window+sink baseline black, the ceilings
     (:func:`bench.pareto.is_ceiling`) in greys, every other series from a qualitative palette."""
-    import seaborn as sns
 
     from bench.pareto import is_ceiling
 
     ceilings = sorted({s for s in series if is_ceiling(s)})
     names = sorted({s for s in series if s != "window+sink" and not is_ceiling(s)})
-    colours = sns.color_palette("tab10" if len(names) <= 10 else "tab20", len(names))
-    out = dict(zip(names, colours))
+    out = dict(zip(names, colours(len(names))))
     out.update({c: CEILING_COLOURS[i % len(CEILING_COLOURS)] for i, c in enumerate(ceilings)})
     out["window+sink"] = BASELINE_COLOUR
     return out
@@ -167,9 +175,9 @@ def plot_scaling(scaling, reference: str = "entmax15-topk", title: str = ""):
                 ls="-" if ref else "-.", marker="s", ms=4, label=f"dense {method}" + (" (reference)" if ref else ""))
     preds = scaling[scaling["backend"] != "dense"]
     methods = sorted(preds["method"].unique())
-    colours = dict(zip(methods, sns.color_palette("tab10" if len(methods) <= 10 else "tab20", len(methods))))
+    colour = dict(zip(methods, colours(len(methods))))
     for (method, backend), g in preds.groupby(["method", "backend"], sort=True):
-        ax.plot(g["n"], g["time_mean"], color=colours[method], ms=5, label=f"{method} ({backend})", **_style(backend))
+        ax.plot(g["n"], g["time_mean"], color=colour[method], ms=5, label=f"{method} ({backend})", **_style(backend))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ns = sorted(scaling["n"].unique())

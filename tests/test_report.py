@@ -270,3 +270,12 @@ def test_markdown_table():
 def test_file_id():
     assert report.file_id("file:/data/my run.safetensors") == "file-my_run"
     assert report.file_id("minilm") == "minilm"
+
+
+@pytest.mark.parametrize("count", [1, 9, 10, 18, 25])
+def test_series_colours_are_distinct_and_never_grey(count):
+    from bench.report import colours
+
+    cs = [tuple(round(x, 6) for x in c) for c in colours(count)]
+    assert len(cs) == count == len(set(cs))
+    assert not any(abs(r - g) < 1e-6 and abs(g - b) < 1e-6 for r, g, b in cs)  # greys are for references
