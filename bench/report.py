@@ -84,6 +84,16 @@ def _style(backend: str) -> dict:
     return BACKEND_STYLE.get(backend, {"linestyle": ":", "marker": "s"})
 
 
+def shown_path(path) -> str:
+    """``path`` as a report shows it: relative to the current folder when inside it (the same text on
+    every machine for a run under the project, e.g. ``reports/reference``), else as given."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def series_caption(series: str) -> str:
     """Legend and table label: the baseline and the ceilings say what they are."""
     from bench.pareto import is_ceiling

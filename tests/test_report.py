@@ -279,3 +279,13 @@ def test_series_colours_are_distinct_and_never_grey(count):
     cs = [tuple(round(x, 6) for x in c) for c in colours(count)]
     assert len(cs) == count == len(set(cs))
     assert not any(abs(r - g) < 1e-6 and abs(g - b) < 1e-6 for r, g, b in cs)  # greys are for references
+
+
+def test_shown_path_is_relative_inside_the_current_folder(tmp_path, monkeypatch):
+    from bench.report import shown_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports" / "reference").mkdir(parents=True)
+    assert shown_path(tmp_path / "reports" / "reference") == "reports/reference"
+    assert shown_path("reports/reference") == "reports/reference"
+    assert shown_path("/somewhere/else") == "/somewhere/else"
