@@ -20,6 +20,7 @@ import torch
 from entmax import entmax15, entmax_bisect
 
 from bench.data.attention import AttentionData, LayerView
+from bench.dense import PARTIAL_K
 from bench.masking import allowed_keys, block_scores, mask_scores
 
 BISECT_ITERS = 50
@@ -102,7 +103,7 @@ def layer_gold(view: LayerView, block: int = 256, progress=None) -> LayerGold:
     counts = torch.zeros(s_count, nh, t, dtype=torch.int64)
     cols_parts: list[list[torch.Tensor]] = []
     probs_parts: list[list[torch.Tensor]] = []
-    topk = None
+    topk = PARTIAL_K  # exact either way: entmax15 widens k for the rows whose support fills it
     for s in range(s_count):
         n = int(view.lengths[s])
         per_head_cols = [[] for _ in range(nh)]
@@ -111,16 +112,19 @@ def layer_gold(view: LayerView, block: int = 256, progress=None) -> LayerGold:
         for i0 in range(0, n, block):
             i1 = min(n, i0 + block)
             scores = block_scores(view.q[s, :, i0:i1], k, view.scale)
-            allowed = allowed_keys(i0, i1, n, view.causal)
-            p = entmax_probs(mask_scores(scores, allowed), view.alpha, topk)
+            if view.causal:
+                scores = mask_scores(scores, allowed_keys(i0, i1, n, True))
+            p = entmax_probs(scores, view.alpha, topk)
             nz = p > 0
             counts[s, :, i0:i1] = nz.sum(-1)
             # Partial-sort width for the next block: a little above the largest support seen.
             topk = max(16, int(counts[s, :, i0:i1].max()) * 2)
-            for h in range(nh):
-                idx = nz[h].nonzero()
-                per_head_cols[h].append(idx[:, 1].to(torch.int32))
-                per_head_probs[h].append(p[h][nz[h]])
+            # One nonzero for all heads: (h, i, j) in row-major order, then split by head.
+            sizes = counts[s, :, i0:i1].sum(-1).tolist()
+            cols = nz.nonzero()[:, 2].to(torch.int32)
+            for h, (c, pr) in enumerate(zip(cols.split(sizes), p[nz].split(sizes))):
+                per_head_cols[h].append(c)
+                per_head_probs[h].append(pr)
             if progress is not None:
                 progress.update(nh * (i1 - i0))
         cols_parts.append([torch.cat(c) for c in per_head_cols])
