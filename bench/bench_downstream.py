@@ -16,8 +16,6 @@ predict the same graphs.
 
 from __future__ import annotations
 
-import fnmatch
-
 import pytest
 
 import predictors
@@ -32,7 +30,7 @@ DENSE = "dense-entmax"
 
 def downstream_cases(config) -> list[tuple[str, str]]:
     """``(dataset, predictor name or dense-entmax)`` of this session (see the module docstring)."""
-    from bench.sweeps import sweep_names
+    from bench.sweeps import filter_names, sweep_names
 
     state = config.sparsebench
     prof = state["profile"]
@@ -43,9 +41,7 @@ def downstream_cases(config) -> list[tuple[str, str]]:
     if isinstance(pattern, list):
         pattern = ",".join(pattern)
     names = sweep_names(state["profile_name"], pattern=pattern) if pattern else []
-    extra = config.getoption("predictors")
-    if extra:
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, p.strip()) for p in extra.split(","))]
+    names = filter_names(names, config.getoption("predictors"))
     return [(ds, name) for ds in datasets for name in [DENSE] + names]
 
 

@@ -37,7 +37,7 @@ MIN_PREDICT_ROUNDS = 7
 def pytest_generate_tests(metafunc):
     if "twin_case" not in metafunc.fixturenames:
         return
-    from bench.sweeps import sweep_names
+    from bench.sweeps import filter_names, sweep_names
 
     config = metafunc.config
     profile = config.sparsebench["profile_name"]
@@ -46,9 +46,7 @@ def pytest_generate_tests(metafunc):
     if listed is None:  # the full profile compares every configuration of the twin families
         names = sweep_names(profile, families=list(TWIN_FAMILIES), pattern=pattern)
     else:
-        import fnmatch
-
-        names = [n for n in listed if not pattern or any(fnmatch.fnmatchcase(n, p.strip()) for p in pattern.split(","))]
+        names = filter_names(listed, pattern)
     opt = config.getoption("dataset")
     datasets = [d.strip() for d in opt.split(",")] if opt else list(config.sparsebench["profile"]["datasets"])
     cases = [(d, n) for d in datasets for n in names]

@@ -87,7 +87,7 @@ def _backends(config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    from bench.sweeps import sweep_names
+    from bench.sweeps import filter_names, sweep_names
 
     config = metafunc.config
     prof = config.sparsebench["profile"]
@@ -105,13 +105,10 @@ def pytest_generate_tests(metafunc):
         cases = [(ds, m) for ds in _datasets(config) for m in prof["dense"]]
         metafunc.parametrize("dense_case", cases, ids=[f"{d}-{m}" for d, m in cases])
     if "scaling_case" in metafunc.fixturenames:
-        import fnmatch
-
         if config.getoption("no_scaling"):
             cases = []
         else:
-            preds = [p for p in prof["scaling_predictors"]
-                     if not pattern or any(fnmatch.fnmatchcase(p, x.strip()) for x in pattern.split(","))]
+            preds = filter_names(prof["scaling_predictors"], pattern)
             limit = prof.get("scaling_dense_max", {})
             cases = [(n, "dense", m) for n in prof["scaling_n"] for m in prof["scaling_dense"]
                      if n <= limit.get(m, n)]

@@ -48,6 +48,14 @@ def family_configs(family: str, profile: str) -> list[dict]:
     return configs
 
 
+def filter_names(names, pattern: str | None) -> list[str]:
+    """``names`` matching any glob of ``pattern`` (several comma separated); all of them without one."""
+    if not pattern:
+        return list(names)
+    pats = [p.strip() for p in pattern.split(",") if p.strip()]
+    return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+
+
 def sweep_names(profile: str, families=None, pattern: str | None = None, backend: str = "torch") -> list[str]:
     """Predictor names of a profile across families, filtered by a glob ``pattern`` (or several, comma
     separated); duplicates (the same configuration reached twice) are dropped."""
@@ -61,7 +69,4 @@ def sweep_names(profile: str, families=None, pattern: str | None = None, backend
             name = predictors.get(fam, backend=backend, **params).name
             if name not in names:
                 names.append(name)
-    if pattern:
-        pats = [p.strip() for p in pattern.split(",") if p.strip()]
-        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
-    return names
+    return filter_names(names, pattern)

@@ -26,3 +26,13 @@ def test_pattern_filter_and_unknown_profile():
     assert names and all(n.startswith(("window", "fixed")) for n in names)
     with pytest.raises(BenchError, match="unknown profile 'huge'"):
         family_configs("window", "huge")
+
+
+def test_filter_names_by_comma_separated_globs():
+    from bench.sweeps import filter_names
+
+    names = ["sf-kmeans-r4-k4-top1", "window-w3", "window-w3-g1", "routing-raw-k4"]
+    assert filter_names(names, None) == names and filter_names(names, "") == names
+    assert filter_names(names, "window*") == ["window-w3", "window-w3-g1"]
+    assert filter_names(names, " sf-* , *-k4") == ["sf-kmeans-r4-k4-top1", "routing-raw-k4"]
+    assert filter_names(names, ",") == [] and filter_names(names, "nothing*") == []
