@@ -88,6 +88,7 @@ def _backends(config) -> list[str]:
 
 def pytest_generate_tests(metafunc):
     from bench.sweeps import filter_names, sweep_names
+    from predictors.registry import family_of
 
     config = metafunc.config
     prof = config.sparsebench["profile"]
@@ -112,17 +113,10 @@ def pytest_generate_tests(metafunc):
             limit = prof.get("scaling_dense_max", {})
             cases = [(n, "dense", m) for n in prof["scaling_n"] for m in prof["scaling_dense"]
                      if n <= limit.get(m, n)]
+            # Only some families have FAISS twins.
             cases += [(n, b, p) for n in prof["scaling_n"] for b in _backends(config) for p in preds
-                      if _has_backend(p, b)]
+                      if family_of(p, b) is not None]
         metafunc.parametrize("scaling_case", cases, ids=[f"n{n}-{b}-{m}" for n, b, m in cases])
-
-
-def _has_backend(name: str, backend: str) -> bool:
-    """Whether the family of ``name`` exists for ``backend`` (only some families have FAISS twins)."""
-    from predictors.registry import FAISS_FAMILIES, TORCH_FAMILIES
-
-    table = FAISS_FAMILIES if backend == "faiss" else TORCH_FAMILIES
-    return any(name == f or name.startswith(f + "-") for f in table)
 
 
 _PREPARED: dict = {}

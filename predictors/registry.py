@@ -60,13 +60,19 @@ def family_class(family: str, backend: str = "torch"):
     return _load(table[family])
 
 
-def parse_name(name: str, backend: str = "torch") -> tuple[str, dict]:
-    """Split ``family-p1-p2...`` into the family and its keyword values."""
+def family_of(name: str, backend: str = "torch") -> str | None:
+    """The family of a configuration name for ``backend`` (the longest family prefix), or None."""
     table = TORCH_FAMILIES if backend == "torch" else FAISS_FAMILIES
     matches = [f for f in table if name == f or name.startswith(f + "-")]
-    if not matches:
+    return max(matches, key=len) if matches else None
+
+
+def parse_name(name: str, backend: str = "torch") -> tuple[str, dict]:
+    """Split ``family-p1-p2...`` into the family and its keyword values."""
+    family = family_of(name, backend)
+    if family is None:
+        table = TORCH_FAMILIES if backend == "torch" else FAISS_FAMILIES
         raise PredictorError(f"unknown predictor {name!r}; known families: {', '.join(sorted(table))}")
-    family = max(matches, key=len)
     cls = family_class(family, backend)
     rest = name[len(family) + 1:]
     tokens = rest.split("-") if rest else []

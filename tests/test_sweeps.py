@@ -36,3 +36,12 @@ def test_filter_names_by_comma_separated_globs():
     assert filter_names(names, "window*") == ["window-w3", "window-w3-g1"]
     assert filter_names(names, " sf-* , *-k4") == ["sf-kmeans-r4-k4-top1", "routing-raw-k4"]
     assert filter_names(names, ",") == [] and filter_names(names, "nothing*") == []
+
+
+def test_family_of_takes_the_longest_family_prefix_per_backend():
+    from predictors.registry import family_of
+
+    assert family_of("sf-kmeans-r4-k8-top1") == "sf-kmeans" == family_of("sf-kmeans-r4-k8-top1", "faiss")
+    assert family_of("oracle-margin-sp0.9") == "oracle-margin"
+    assert family_of("window") == "window" and family_of("windows-w3") is None
+    assert family_of("bigbird-r3-w3-g2", "faiss") is None and family_of("nothing-k4") is None
