@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.data.synthetic import synthetic
+from bench.bench_scaling import minilm_shaped
 from bench.gold import layer_gold
 from bench.records import record_path, write_json_atomic
 
@@ -22,8 +22,7 @@ def bench_gold_layer(benchmark, gold_n, bench_config):
     path = record_path(state["run"], "gold", f"n{gold_n}")
     if path.exists():
         pytest.skip("already measured in this run (resumed); use --fresh to measure again")
-    view = synthetic(samples=1, layers=1, heads=12, length=gold_n, dim=32, seed=3, sharpness=3.0,
-                     ragged=False).layer(0)
+    view = minilm_shaped(1, gold_n, seed=3, ragged=False).layer(0)
     gold = benchmark.pedantic(layer_gold, args=(view,), rounds=state["profile"]["rounds"], warmup_rounds=0,
                               iterations=1)
     stats = benchmark.stats.stats

@@ -2,9 +2,9 @@
 
 Two benchmarks on MiniLM-shaped synthetic heads (one layer, 12 heads, head dim 32, bidirectional: the
 data of the scaling sweep, :func:`bench.bench_scaling.scaling_view`), predictors fitted once on four
-short samples drawn with the same seed (:func:`fit_set`: the same cluster centres and head rotations,
-other tokens; what a predictor learns does not depend on n, and it must come from the data it is
-timed on for its recall there to mean anything):
+short samples drawn with the same seed (``bench.bench_scaling.fit_set(VIEW_SEED)``: the same cluster
+centres and head rotations, other tokens; what a predictor learns does not depend on n, and it must
+come from the data it is timed on for its recall there to mean anything):
 
 * ``bench_sparse_exec``, for every ``n`` of the profile's ``sparse_exec_n``: each dense reference of
   ``sparse_exec_dense`` (:func:`bench.sparse_exec.dense_attention`, ``P V`` included; each only up to
@@ -33,8 +33,7 @@ import time
 import pytest
 
 import predictors
-from bench.bench_scaling import DIM, HEADS, scaling_view
-from bench.data.synthetic import synthetic
+from bench.bench_scaling import DIM, HEADS, VIEW_SEED, fit_set, scaling_view
 from bench.env import environment
 from bench.records import record_path, write_json_atomic
 from bench.sparse_exec import ExecStats, dense_attention, sparse_entmax_attention
@@ -57,18 +56,9 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("sparse_goal_case", cases, ids=[f"n{n}-{m}" for n, m in cases])
 
 
-@functools.lru_cache(maxsize=1)
-def fit_set():
-    """Four samples of 256 tokens from the distribution of :func:`scaling_view` (same seed), and their gold."""
-    from bench.data.sources import gold_for
-
-    data = synthetic(samples=4, layers=1, heads=HEADS, length=256, dim=DIM, seed=2, sharpness=3.0)
-    return data, gold_for(data)
-
-
 @functools.lru_cache(maxsize=8)
 def fitted(name: str):
-    return predictors.get(name, seed=0).fit(*fit_set())
+    return predictors.get(name, seed=0).fit(*fit_set(VIEW_SEED))
 
 
 def _skip_cuda(config):
