@@ -20,7 +20,7 @@ import torch
 from entmax import entmax15, entmax_bisect
 
 from bench.data.attention import AttentionData, LayerView
-from bench.dense import PARTIAL_K
+from bench.dense import PARTIAL_K, partial_k
 from bench.masking import allowed_keys, block_scores, mask_scores
 
 BISECT_ITERS = 50
@@ -32,6 +32,26 @@ def entmax_probs(scores: torch.Tensor, alpha: float, topk: int | None = None) ->
         k = topk if topk is not None and topk < scores.shape[-1] else None
         return entmax15(scores, dim=-1, k=k)
     return entmax_bisect(scores, alpha=alpha, dim=-1, n_iter=BISECT_ITERS)
+
+
+def row_entmax(scores: torch.Tensor, allowed: torch.Tensor, alpha: float = 1.5,
+               topk: bool = True) -> torch.Tensor:
+    """alpha-entmax of each row of ``scores`` ``[..., m]`` over its ``allowed`` entries only.
+
+    Disallowed entries get (row max - :data:`bench.masking.MASK_GAP`) and probability exactly 0; a row
+    with no allowed entry is all zeros. For alpha = 1.5 the exact sort-based ``entmax15`` is used, with
+    a partial sort of :func:`bench.dense.partial_k` ``(m)`` entries when ``topk`` (exact: it widens the
+    sort until the support fits), the same rule as the dense reference; otherwise ``entmax_bisect``.
+    """
+    if scores.shape[-1] == 0:
+        return scores.new_zeros(scores.shape)
+    masked = mask_scores(scores, allowed)
+    if alpha == 1.5:
+        m = scores.shape[-1]
+        p = entmax15(masked, dim=-1, k=partial_k(m) if topk and partial_k(m) < m else None)
+    else:
+        p = entmax_bisect(masked, alpha=alpha, dim=-1, n_iter=BISECT_ITERS)
+    return p.masked_fill_(~allowed, 0.0)
 
 
 @dataclass

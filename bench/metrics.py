@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 
 from bench.data.attention import LayerView
-from bench.dense import partial_k
-from bench.gold import LayerGold, entmax_probs
-from bench.masking import allowed_keys, block_scores, mask_scores
+from bench.gold import LayerGold, row_entmax
+from bench.masking import allowed_keys, block_scores
 
 METRICS = ("recall", "sparsity", "precision", "exact", "mass", "output_error")
 # Direction of each metric, for gates and Pareto fronts.
@@ -77,12 +76,7 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
                 if redo.any():
                     scores = block_scores(view.q[s, :, i0:i1], k, view.scale)
                     p_hat = torch.zeros_like(g_prob)
-                    keep = pred[redo]  # [R, n]
-                    nonempty = keep.any(-1)
-                    sub = mask_scores(scores[redo][nonempty], keep[nonempty])
-                    rows_p = torch.zeros(keep.shape, dtype=torch.float32)
-                    rows_p[nonempty] = entmax_probs(sub, view.alpha, topk=partial_k(n)) * keep[nonempty]
-                    p_hat[redo] = rows_p
+                    p_hat[redo] = row_entmax(scores[redo], pred[redo], view.alpha)  # empty rows: all zero
                     diff = torch.bmm(p_hat, v) - out
                     acc["err_sq"][s] += (diff * redo[..., None]).pow(2).sum((1, 2)).double()
     lengths = view.lengths.double()[:, None]

@@ -58,9 +58,9 @@ import torch
 import torch.nn.functional as F
 from entmax import entmax15, entmax_bisect
 
-from bench.dense import partial_k
+from bench.dense import DENSE_METHODS, partial_k
 from bench.errors import BenchError
-from bench.gold import BISECT_ITERS
+from bench.gold import BISECT_ITERS, row_entmax
 from bench.masking import MASK_GAP, allowed_keys, mask_scores
 from predictors.graphs import CodeGraph, GlobalGraph, KeyListGraph, PredictedGraph, UnionGraph, WindowGraph
 
@@ -68,7 +68,6 @@ DEFAULT_CHUNK = 32
 DEFAULT_RATIO = 1.25
 # Smallest number of score entries worth a group of its own (see _merge_classes).
 MIN_BLOCK = 1 << 16
-DENSE_METHODS = ("entmax15-topk", "entmax15-sort", "entmax-bisect", "softmax-sdpa")
 
 
 class UnsupportedGraph(BenchError):
@@ -76,26 +75,6 @@ class UnsupportedGraph(BenchError):
 
 
 # ---------------------------------------------------------------- entmax over rows
-
-
-def row_entmax(scores: torch.Tensor, allowed: torch.Tensor, alpha: float = 1.5,
-               topk: bool = True) -> torch.Tensor:
-    """alpha-entmax of each row of ``scores`` ``[..., m]`` over its ``allowed`` entries only.
-
-    Disallowed entries get (row max - :data:`bench.masking.MASK_GAP`) and probability exactly 0; a row
-    with no allowed entry is all zeros. For alpha = 1.5 the exact sort-based ``entmax15`` is used, with
-    a partial sort of :func:`bench.dense.partial_k` ``(m)`` entries when ``topk`` (exact: it widens the
-    sort until the support fits), the same rule as the dense reference; otherwise ``entmax_bisect``.
-    """
-    if scores.shape[-1] == 0:
-        return scores.new_zeros(scores.shape)
-    masked = mask_scores(scores, allowed)
-    if alpha == 1.5:
-        m = scores.shape[-1]
-        p = entmax15(masked, dim=-1, k=partial_k(m) if topk and partial_k(m) < m else None)
-    else:
-        p = entmax_bisect(masked, alpha=alpha, dim=-1, n_iter=BISECT_ITERS)
-    return p.masked_fill_(~allowed, 0.0)
 
 
 def entmax15_rows(scores: torch.Tensor, allowed: torch.Tensor, topk: bool = True) -> torch.Tensor:
