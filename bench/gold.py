@@ -138,7 +138,7 @@ def layer_gold(view: LayerView, block: int = 256, progress=None) -> LayerGold:
             nz = p > 0
             counts[s, :, i0:i1] = nz.sum(-1)
             # Partial-sort width for the next block: a little above the largest support seen.
-            topk = max(16, int(counts[s, :, i0:i1].max()) * 2)
+            topk = max(PARTIAL_K, int(counts[s, :, i0:i1].max()) * 2)
             # One nonzero for all heads: (h, i, j) in row-major order, then split by head.
             sizes = counts[s, :, i0:i1].sum(-1).tolist()
             cols = nz.nonzero()[:, 2].to(torch.int32)
