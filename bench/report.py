@@ -224,7 +224,7 @@ def plot_downstream(frame, colours: dict, title: str = ""):
         front = g[pareto.pareto_mask(g["sparsity"].to_numpy(float), g["value"].to_numpy(float), True, hib)]
         front = front.sort_values("sparsity")
         ax.plot(front["sparsity"], front["value"], color=colour, marker="o", ms=5, lw=2.5 if base else 1.6,
-                zorder=3 if base else 2, label=series + (" (baseline)" if base else ""))
+                zorder=3 if base else 2, label=series_caption(series))
     ref = dense["value"] if len(dense) else frame["reference"]
     if ref.notna().any():
         ax.axhline(float(ref.dropna().iloc[0]), color="grey", ls="--", lw=1.2, zorder=0, label="dense entmax")
