@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cases import dataset_id, sync, to_device
+from bench.cases import dataset_id, sync, time_record, to_device
 from bench.dense import dense_layer
 from bench.records import record_path, write_json_atomic
 
@@ -29,10 +29,9 @@ def bench_dense(benchmark, dense_case, prepared, bench_config):
     slow = method == "entmax-bisect"
     benchmark.pedantic(run, rounds=1 if slow else state["profile"]["rounds"], warmup_rounds=0 if slow else 1,
                        iterations=1)
-    stats = benchmark.stats.stats
+    timing = time_record(benchmark)
     heads = prep.eval.num_layers * prep.eval.num_heads
     rec = {"kind": "dense", "dataset": dataset, "method": method, "device": device,
-           "time": {"mean": stats.mean, "median": stats.median, "min": stats.min, "stddev": stats.stddev,
-                    "rounds": stats.rounds, "per_head_mean": stats.mean / heads}}
+           "time": {**timing, "per_head_mean": timing["mean"] / heads}}
     benchmark.extra_info.update({"kind": "dense", "dataset": dataset, "method": method, "device": device})
     write_json_atomic(path, rec)

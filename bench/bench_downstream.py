@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 import predictors
-from bench.cases import dataset_id
+from bench.cases import dataset_id, time_record
 from bench.downstream import METRICS, downstream_set, run_restricted, score_results
 from bench.env import environment
 from bench.errors import BenchError
@@ -99,11 +99,3 @@ def bench_downstream(benchmark, downstream_case, prepared, bench_config):
     })
     write_json_atomic(path, rec)
 
-
-def time_record(benchmark) -> dict:
-    """Timing statistics of the benchmark's rounds (NaN under ``--benchmark-disable``: nothing was timed)."""
-    nan = float("nan")
-    if benchmark.stats is None:
-        return {"mean": nan, "median": nan, "min": nan, "stddev": nan, "rounds": 0}
-    s = benchmark.stats.stats
-    return {"mean": s.mean, "median": s.median, "min": s.min, "stddev": s.stddev, "rounds": s.rounds}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bench.bench_scaling import minilm_shaped
+from bench.cases import time_record
 from bench.gold import layer_gold
 from bench.records import record_path, write_json_atomic
 
@@ -25,9 +26,7 @@ def bench_gold_layer(benchmark, gold_n, bench_config):
     view = minilm_shaped(1, gold_n, seed=3, ragged=False).layer(0)
     gold = benchmark.pedantic(layer_gold, args=(view,), rounds=state["profile"]["rounds"], warmup_rounds=0,
                               iterations=1)
-    stats = benchmark.stats.stats
     sparsity = gold.sparsity().mean().item()
     benchmark.extra_info.update({"kind": "gold", "n": gold_n, "heads": 12, "gold_sparsity": sparsity})
     write_json_atomic(path, {"kind": "gold", "n": gold_n, "heads": 12, "head_dim": 32, "gold_sparsity": sparsity,
-                             "time": {"mean": stats.mean, "median": stats.median, "min": stats.min,
-                                      "rounds": stats.rounds}})
+                             "time": time_record(benchmark)})

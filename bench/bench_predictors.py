@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 import predictors
-from bench.cases import dataset_id, sync
+from bench.cases import dataset_id, sync, time_record
 from bench.env import environment
 from bench.records import record_path, write_json_atomic
 from bench.score import score_fitted
@@ -43,15 +43,14 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config):
     rounds = 1 if ceiling else state["profile"]["rounds"]
     benchmark.pedantic(predict_all_layers, rounds=rounds, warmup_rounds=0 if ceiling else 1, iterations=1)
     rec = score_fitted(prep, predictor, graphs=last["graphs"])
-    stats = benchmark.stats.stats
-    rec["predict_seconds"] = stats.mean
+    timing = time_record(benchmark)
+    rec["predict_seconds"] = timing["mean"]
     heads = prep.eval.num_layers * prep.eval.num_heads
     rec.update({
         "kind": "predictor", "dataset": dataset, "dataset_descriptor": prep.data.descriptor,
         "device": device, "eval_samples": prep.eval.num_samples, "fit_samples": prep.fit.num_samples,
         "layers": prep.eval.num_layers, "heads": prep.eval.num_heads,
-        "time": {"mean": stats.mean, "median": stats.median, "min": stats.min, "stddev": stats.stddev,
-                 "rounds": stats.rounds, "per_head_mean": stats.mean / heads},
+        "time": {**timing, "per_head_mean": timing["mean"] / heads},
         "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
         "environment": {**environment(), **state["threads"]},
     })

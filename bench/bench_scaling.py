@@ -13,7 +13,7 @@ import functools
 import pytest
 
 import predictors
-from bench.cases import sync, to_device
+from bench.cases import sync, time_record, to_device
 from bench.data.sources import gold_for
 from bench.data.synthetic import synthetic
 from bench.dense import dense_layer
@@ -69,11 +69,8 @@ def bench_scaling(benchmark, scaling_case, bench_config):
             sync(device)
         flops = predictor.flops(n, DIM) * HEADS
     benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
-    stats = benchmark.stats.stats
     rec = {"kind": "scaling", "n": n, "backend": backend, "method": method, "device": device, "heads": HEADS,
-           "head_dim": DIM, "flops": flops,
-           "time": {"mean": stats.mean, "median": stats.median, "min": stats.min, "stddev": stats.stddev,
-                    "rounds": stats.rounds}}
+           "head_dim": DIM, "flops": flops, "time": time_record(benchmark)}
     benchmark.extra_info.update({"kind": "scaling", "n": n, "backend": backend, "method": method,
                                  "device": device, "flops": flops})
     write_json_atomic(path, rec)

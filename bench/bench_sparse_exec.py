@@ -34,6 +34,7 @@ import pytest
 
 import predictors
 from bench.bench_scaling import DIM, HEADS, VIEW_SEED, fit_set, scaling_view
+from bench.cases import time_record
 from bench.env import environment
 from bench.records import record_path, write_json_atomic
 from bench.sparse_exec import ExecStats, dense_attention, sparse_entmax_attention
@@ -67,14 +68,6 @@ def _skip_cuda(config):
                     "GPU machine")
 
 
-def _time(benchmark) -> dict:
-    nan = float("nan")
-    if benchmark.stats is None:  # --benchmark-disable: nothing was timed
-        return {"mean": nan, "median": nan, "min": nan, "stddev": nan, "rounds": 0}
-    s = benchmark.stats.stats
-    return {"mean": s.mean, "median": s.median, "min": s.min, "stddev": s.stddev, "rounds": s.rounds}
-
-
 def bench_sparse_exec(benchmark, sparse_exec_case, bench_config):
     n, backend, method = sparse_exec_case
     _skip_cuda(bench_config)
@@ -104,7 +97,7 @@ def bench_sparse_exec(benchmark, sparse_exec_case, bench_config):
         extra.update(sparsity=st.sparsity.mean().item(), support_sparsity=st.support_sparsity.mean().item())
     benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
     rec = {"kind": "sparse_exec", "n": n, "backend": backend, "method": method, "device": "cpu", "heads": HEADS,
-           "head_dim": DIM, "causal": view.causal, "time": _time(benchmark), **extra,
+           "head_dim": DIM, "causal": view.causal, "time": time_record(benchmark), **extra,
            "environment": {**environment(), **state["threads"]}}
     benchmark.extra_info.update({"kind": "sparse_exec", "n": n, "backend": backend, "method": method, **extra})
     write_json_atomic(path, rec)
