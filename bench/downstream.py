@@ -214,7 +214,7 @@ def minilm_set(prep, samples: int | None = None, corpus=None, batch: int = EVAL_
     data's seed for ``samples`` texts (the first ones are the data's own, checked by token count), and
     every text that is not a fit sample is tokenised as there.
     """
-    from bench.data.minilm import MAX_POSITIONS, draw_texts, load_minilm, tokenize
+    from bench.data.minilm import MAX_POSITIONS, draw_texts, load_minilm, pad_batch, target_lengths, tokenize
 
     desc = prep.data.descriptor
     if desc.get("source") != "minilm":
@@ -223,8 +223,8 @@ def minilm_set(prep, samples: int | None = None, corpus=None, batch: int = EVAL_
     length, seed = int(desc["length"]), int(desc["seed"])
     idx, total = _eval_indices(prep, samples)
     texts = draw_texts(c.documents(), total, min_words=length, seed=seed)
-    targets = torch.randint(length // 2, length + 1, (total,), generator=torch.Generator().manual_seed(seed + 1))
-    own = [len(tokenize([texts[i]], int(targets[i]))[0][0]) for i in range(prep.data.num_samples)]
+    targets = target_lengths(total, length, seed)
+    own = [len(tokenize([texts[i]], targets[i])[0][0]) for i in range(prep.data.num_samples)]
     if own != prep.data.lengths.tolist():
         raise DataError("the extended draw of texts does not start with the attention data's own texts")
     model = load_minilm()
@@ -232,12 +232,8 @@ def minilm_set(prep, samples: int | None = None, corpus=None, batch: int = EVAL_
     batches, reference, softmax = [], [], []
     start = time.perf_counter()
     for b0 in range(0, len(idx), batch):
-        ids_list = [tokenize([texts[i]], min(MAX_POSITIONS, int(targets[i])))[0][0] for i in idx[b0 : b0 + batch]]
-        t = max(len(x) for x in ids_list)
-        ids = torch.zeros(len(ids_list), t, dtype=torch.long)
-        mask = torch.zeros(len(ids_list), t, dtype=torch.bool)
-        for r, x in enumerate(ids_list):
-            ids[r, : len(x)], mask[r, : len(x)] = x, True
+        ids, mask = pad_batch([tokenize([texts[i]], min(MAX_POSITIONS, targets[i]))[0][0]
+                               for i in idx[b0 : b0 + batch]])
         batches.append((ids, mask))
         dense = RestrictedAttention(None, causal=False, scale=scale)
         reference.append(model.embed(ids, mask, attention=dense))

@@ -144,6 +144,23 @@ def tokenize(texts: list[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, mask
 
 
+def pad_batch(ids_list: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id sequences as one batch: ids ``[B, T]`` (zero padded at the end) and validity mask."""
+    t = max(len(x) for x in ids_list)
+    ids = torch.zeros(len(ids_list), t, dtype=torch.long)
+    mask = torch.zeros(len(ids_list), t, dtype=torch.bool)
+    for r, x in enumerate(ids_list):
+        ids[r, : len(x)], mask[r, : len(x)] = x, True
+    return ids, mask
+
+
+def target_lengths(samples: int, length: int, seed: int) -> list[int]:
+    """Token count each text aims at: uniform in ``[length // 2, length]``, seeded (``seed + 1``); the
+    first values do not depend on ``samples``, so a longer draw extends a shorter one."""
+    g = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(length // 2, length + 1, (samples,), generator=g).tolist()
+
+
 def draw_texts(documents: list[str], samples: int, min_words: int, seed: int) -> list[str]:
     """``samples`` texts of consecutive documents, each at least ``min_words`` words, seeded starts."""
     if not documents:
@@ -178,17 +195,11 @@ def minilm_data(corpus=None, samples: int = 16, length: int = 256, seed: int = 0
     model = load_minilm()
     # Words are ~1.3 tokens each in English prose: ask for enough words to reach the target.
     texts = draw_texts(corpus.documents(), samples, min_words=length, seed=seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    targets = torch.randint(length // 2, length + 1, (samples,), generator=g).tolist()
+    targets = target_lengths(samples, length, seed)
     q, k, v, lengths = [], [], [], []
     for b0 in tqdm(range(0, samples, batch), desc="minilm", disable=not show_progress):
         chunk = list(range(b0, min(samples, b0 + batch)))
-        ids_list = [tokenize([texts[i]], targets[i])[0][0] for i in chunk]
-        t = max(len(x) for x in ids_list)
-        ids = torch.zeros(len(chunk), t, dtype=torch.long)
-        mask = torch.zeros(len(chunk), t, dtype=torch.bool)
-        for r, x in enumerate(ids_list):
-            ids[r, : len(x)], mask[r, : len(x)] = x, True
+        ids, mask = pad_batch([tokenize([texts[i]], targets[i])[0][0] for i in chunk])
         _, cap = model.forward(ids, mask, capture=True)
         q.append(cap["q"]), k.append(cap["k"]), v.append(cap["v"]), lengths.append(mask.sum(1))
     t = max(x.shape[3] for x in q)
