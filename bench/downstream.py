@@ -184,11 +184,7 @@ def entmax_lm_set(prep, samples: int | None = None, corpus=None, batch: int = EV
     batches, reference = [], []
     start = time.perf_counter()
     for b0 in range(0, len(idx), batch):
-        ws = [windows[i] for i in idx[b0 : b0 + batch]]
-        lengths = torch.tensor([len(w) for w in ws], dtype=torch.long)
-        x = torch.full((len(ws), int(lengths.max())), ord(" "), dtype=torch.long)
-        for r, w in enumerate(ws):
-            x[r, : len(w)] = elm._as_tensor(w)
+        x, lengths = elm.windows_batch([windows[i] for i in idx[b0 : b0 + batch]])
         batches.append((x, lengths))
         with torch.no_grad():
             reference.append(_nats(model(x, lengths=lengths), x, lengths))

@@ -499,6 +499,16 @@ def load_entmax_lm(corpus: Corpus | str | None = None, config: EntmaxLMConfig | 
     return model, {**report, "descriptor_key": cache.descriptor_key(descriptor)}
 
 
+def windows_batch(windows: list[bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Byte windows as one batch: ``x`` int64 ``[B, T]`` padded at the end with spaces (causal attention
+    never lets padding reach a valid position) and their ``lengths`` ``[B]``."""
+    lengths = torch.tensor([len(w) for w in windows], dtype=torch.long)
+    x = torch.full((len(windows), int(lengths.max())), ord(" "), dtype=torch.long)
+    for i, w in enumerate(windows):
+        x[i, : len(w)] = _as_tensor(w)
+    return x, lengths
+
+
 def sample_windows(heldout: bytes, samples: int, length: int, seed: int) -> list[bytes]:
     """``samples`` non-overlapping windows of the held-out bytes, chosen by ``seed``.
 
@@ -574,12 +584,7 @@ def entmax_lm_data(corpus: Corpus | str | None = None, samples: int = 16, length
     windows = sample_windows(heldout, samples, length, seed)  # before training: fail fast
     model, report = load_entmax_lm(corpus, config, seed=model_seed, steps=steps, batch=batch,
                                    show_progress=show_progress, use_cache=use_cache, threads=threads)
-    lengths = torch.tensor([len(w) for w in windows], dtype=torch.long)
-    t = int(lengths.max())
-    # Pad with spaces: causal attention never lets padding reach a valid position.
-    x = torch.full((samples, t), ord(" "), dtype=torch.long)
-    for i, w in enumerate(windows):
-        x[i, : len(w)] = _as_tensor(w)
+    x, lengths = windows_batch(windows)
     parts = {"q": [], "k": [], "v": []}
     with torch.no_grad():
         # A few samples at a time: the captured probabilities are [B, L, H, T, T].
