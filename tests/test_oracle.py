@@ -225,3 +225,14 @@ def test_oracle_parameter_errors():
 def test_oracle_sweeps_keep_smoke_tiny(family):
     assert 1 <= len(family_configs(family, "smoke")) <= 2
     assert len(family_configs(family, "default")) > len(family_configs(family, "smoke"))
+
+
+def test_tied_values_are_cut_to_the_exact_budget():
+    # Causal entmax puts probability exactly 1 on many rows' only key: the margin values tie at the
+    # threshold, and the oracle must still keep exactly m pairs (found by hypothesis in CI).
+    sp = 0.984375
+    data, gold = synth(True, 0)
+    p = predictors.get("oracle-margin", sp=sp).fit(data, gold)
+    res = score_layer(data.layer(0), gold.layers[0], p.predict(data.layer(0), 0), block=16)
+    want = [round((1 - sp) * valid_pair_count(n, True)) for n in data.lengths.tolist()]
+    assert res["pred_pairs"].tolist() == [[w] * res["pred_pairs"].shape[1] for w in want]

@@ -7,8 +7,8 @@ the class attribute ``ceiling = True``.
 
 * ``oracle-thr-sp<s>`` (:class:`OracleThreshold`): per sample and head, the ``m = round((1 - s) V)``
   valid pairs with the largest scaled scores ``z_ij = scale * q_i . k_j`` (``V`` valid pairs: ``n^2``,
-  or ``n (n + 1) / 2`` causal). One threshold per sample and head; the sparsity is ``s`` to within
-  ties (one pair on untied data).
+  or ``n (n + 1) / 2`` causal). One threshold per sample and head, ties at it taken in row-major order
+  up to the budget: the sparsity is ``s`` to within one pair (the rounding of ``m``).
 * ``oracle-margin-sp<s>`` (:class:`OracleMargin`): the same budget ``m``, ranking pairs by their
   entmax *margin* instead of the raw score: with ``tau_i`` the alpha-entmax threshold of row ``i``,
 
@@ -24,8 +24,9 @@ the class attribute ``ceiling = True``.
 
 The thresholds are found without ``n x n`` tensors over all heads: scores are computed one block of
 queries at a time and an exact radix select (three passes of per-head histograms, 11 + 11 + 10 bits, over
-the 32-bit order-preserving integer image of the float32 values) finds the ``m``-th largest value per head;
-:meth:`RankThresholdGraph.block_mask` recomputes the values of the asked block and compares.
+the 32-bit order-preserving integer image of the float32 values) finds the ``m``-th largest value per head, and
+one more pass where its ties stop (:func:`rank_cuts`); :meth:`RankThresholdGraph.block_mask` recomputes the
+values of the asked block and compares.
 """
 
 from __future__ import annotations
@@ -88,10 +89,19 @@ def _bucket_from_top(hist: torch.Tensor, need: torch.Tensor) -> tuple[torch.Tens
 
 
 def rank_thresholds(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> torch.Tensor:
-    """Per sample and head, the key of the ``m[s]``-th largest value among valid pairs: int64 ``[S, H]``.
+    """Per sample and head, the key of the ``m[s]``-th largest value among valid pairs: int64 ``[S, H]``
+    (the first result of :func:`rank_cuts`)."""
+    return rank_cuts(view, m, rank, block)[0]
 
-    ``m[s] = 0`` gives :data:`NONE` (nothing passes); ``m[s] >= V_s`` gives 0 (everything passes).
-    Predicting ``key(v_ij) >= threshold`` keeps exactly ``m[s]`` pairs when the values are untied.
+
+def rank_cuts(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample and head, the key of the ``m[s]``-th largest value among valid pairs, and where its
+    ties stop: two int64 ``[S, H]``.
+
+    The pairs kept are those with ``key > threshold``, plus those with ``key == threshold`` whose
+    row-major index ``i n + j`` is below the cut: exactly ``m[s]`` pairs, ties included (entmax gives
+    many exactly equal values, such as probability 1 on a row's only key). ``m[s] = 0`` gives
+    :data:`NONE` (nothing passes); ``m[s] >= V_s`` gives 0 and a cut of ``n^2`` (everything passes).
 
     An exact radix select: each pass recomputes the values block by block and histograms the next
     :data:`RADIX_WIDTHS` bits of the keys that share the prefix found so far, per head, then keeps the
@@ -100,6 +110,7 @@ def rank_thresholds(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tor
     """
     s_count, nh = view.q.shape[:2]
     out = torch.empty(s_count, nh, dtype=torch.int64)
+    cuts = torch.zeros(s_count, nh, dtype=torch.int64)
     heads = torch.arange(nh)[:, None, None]
     for s in range(s_count):
         n = int(view.lengths[s])
@@ -109,7 +120,7 @@ def rank_thresholds(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tor
             out[s] = NONE
             continue
         if ms >= total:
-            out[s] = 0
+            out[s], cuts[s] = 0, n * n
             continue
         k = view.k[s, :, :n]
 
@@ -136,7 +147,19 @@ def rank_thresholds(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tor
             prefix = (prefix << width) | b
             known += width
         out[s] = prefix
-    return out
+        # The first `need` pairs equal to the threshold, in row-major order, complete the m largest.
+        seen = torch.zeros(nh, dtype=torch.int64)
+        cut = torch.full((nh,), n * n, dtype=torch.int64)
+        for b, i0 in enumerate(starts):
+            allowed, keys = kept[b] if kept is not None else block_keys(i0, min(n, i0 + block))
+            ties = (allowed & (keys == prefix[:, None, None])).flatten(1)  # [H, B n], row-major
+            count = seen[:, None] + ties.cumsum(1)
+            last = ties & (count == need[:, None])  # the need-th tie of each head, if in this block
+            found = last.any(1) & (seen < need)
+            cut[found] = i0 * n + last[found].long().argmax(1) + 1
+            seen += ties.sum(1)
+        cuts[s] = cut
+    return out, cuts
 
 
 @dataclass
@@ -149,6 +172,7 @@ class RankThresholdGraph(PredictedGraph):
     q: torch.Tensor
     k: torch.Tensor
     thresholds: torch.Tensor
+    cuts: torch.Tensor
     scale: float
     alpha: float
     causal: bool
@@ -157,7 +181,9 @@ class RankThresholdGraph(PredictedGraph):
     def block_mask(self, s, i0, i1, n):
         allowed = allowed_keys(i0, i1, n, self.causal)
         v = pair_values(self.q[s, :, i0:i1], self.k[s, :, :n], self.scale, self.alpha, allowed, self.rank)
-        return sortable_keys(v) >= self.thresholds[s][:, None, None]
+        keys, thr = sortable_keys(v), self.thresholds[s][:, None, None]
+        flat = torch.arange(i0 * n, i1 * n).view(1, i1 - i0, n)  # row-major pair index i n + j
+        return (keys > thr) | ((keys == thr) & (flat < self.cuts[s][:, None, None]))
 
 
 class _Oracle(Predictor):
@@ -191,8 +217,8 @@ class OracleThreshold(_Oracle):
                              for n in view.lengths], dtype=torch.int64)
 
     def _predict(self, view, layer):
-        thr = rank_thresholds(view, self.budget(view), self.rank)
-        return RankThresholdGraph(view.q, view.k, thr, view.scale, view.alpha, view.causal, self.rank)
+        thr, cuts = rank_cuts(view, self.budget(view), self.rank)
+        return RankThresholdGraph(view.q, view.k, thr, cuts, view.scale, view.alpha, view.causal, self.rank)
 
 
 class OracleMargin(OracleThreshold):
