@@ -7,7 +7,8 @@ probabilities ``p``, and predicted pairs ``P`` (intersected with ``V``):
 * recall    = |P & G| / |G|
 * precision = |P & G| / |P|                      (NaN when nothing is predicted)
 * exact     = share of the n queries with G_i subset of P_i (their attention is then unchanged)
-* mass      = sum of p over P & G, divided by n  (each row of p sums to 1)
+* mass      = sum of p over P & G, divided by the sum of p over G (n up to float rounding: each row of
+              p sums to 1; both sums are reduced alike, so mass never exceeds 1 by rounding)
 * output_error = ||O - O_hat||_F / ||O||_F, with O = p V and O_hat = alpha-entmax restricted to P, times
   V (NaN when the data has no V). A query whose row of P is empty gets O_hat_i = 0.
 
@@ -47,7 +48,7 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
     if gold.counts.shape[:2] != (s_count, nh):
         raise ValueError(f"gold covers {tuple(gold.counts.shape[:2])} (samples, heads), data {(s_count, nh)}")
     acc = {name: torch.zeros(s_count, nh, dtype=torch.float64)
-           for name in COUNTS + ("exact_rows", "mass_sum", "err_sq", "out_sq")}
+           for name in COUNTS + ("exact_rows", "mass_sum", "gold_mass", "err_sq", "out_sq")}
     for s in range(s_count):
         n = int(view.lengths[s])
         k = view.k[s, :, :n]
@@ -68,6 +69,7 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
             row_exact = hit.sum(-1) == g_mask.sum(-1)  # [H, B]
             acc["exact_rows"][s] += row_exact.sum(-1).double()
             acc["mass_sum"][s] += (g_prob * hit).sum((1, 2)).double()
+            acc["gold_mass"][s] += (g_prob * g_mask).sum((1, 2)).double()  # the same reduction, all of G
             if v is not None:
                 out = torch.bmm(g_prob, v)
                 acc["out_sq"][s] += out.pow(2).sum((1, 2)).double()
@@ -86,7 +88,7 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
     res["precision"] = torch.where(acc["pred_pairs"] > 0, acc["hit_pairs"] / acc["pred_pairs"].clamp(min=1),
                                    torch.full_like(acc["pred_pairs"], float("nan")))
     res["exact"] = acc["exact_rows"] / lengths
-    res["mass"] = acc["mass_sum"] / lengths
+    res["mass"] = acc["mass_sum"] / acc["gold_mass"]
     if view.v is None:
         res["output_error"] = torch.full_like(acc["out_sq"], float("nan"))
     else:

@@ -105,3 +105,11 @@ def test_macro_average_over_samples():
     n = d.lengths.double()
     per_sample = 1 - (3 * n - 2) / n**2
     assert avg["sparsity"].item() == pytest.approx(per_sample.mean().item())
+
+
+def test_mass_never_exceeds_one_by_rounding():
+    # A causal 3-token head whose every gold pair is predicted: float32 probabilities summed per row
+    # exceeded n by 8e-8 when mass was divided by n (found by hypothesis in CI).
+    d, gold = one_head(3, True, seed=594)
+    res = score_layer(d.layer(0), gold.layers[0], MaskGraph(torch.ones(1, 1, 3, 3, dtype=torch.bool)))
+    assert res["mass"].item() == 1.0 and res["recall"].item() == 1.0
