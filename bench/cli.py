@@ -60,7 +60,8 @@ def _print_table(title: str, rows: list[list[float]]) -> None:
 
 
 def cmd_inspect(args) -> int:
-    from bench.data.sources import gold_for, load_source
+    from bench.data.sources import load_source
+    from bench.evaluation.prepared import gold_for
 
     start = time.perf_counter()
     data = load_source(args.source, show_progress=not args.json, **_source_options(args))
@@ -128,8 +129,8 @@ def cmd_list(args) -> int:
 
 def cmd_score(args) -> int:
     import predictors
-    from bench.data.sources import prepare
-    from bench.score import score_predictor
+    from bench.evaluation.prepared import prepare
+    from bench.evaluation.score import score_predictor
 
     preds = [predictors.get(name, backend=args.backend, seed=args.predictor_seed) for name in args.predictor]
     prep = prepare(args.dataset, show_progress=not args.json, **_source_options(args))
@@ -150,8 +151,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from bench.compare import compare, load_json, make_baseline
-    from bench.records import write_json_atomic
+    from bench.results.gates import compare, load_json, make_baseline
+    from bench.results.records import write_json_atomic
 
     run = Path(args.run)
     summary = load_json(run / "summary.json" if run.is_dir() else run, "run summary")
@@ -203,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
     p.add_argument("--no-speed", action="store_true", help="check quality only")
     p.set_defaults(func=cmd_compare)
-    from bench.report import add_report_parser
+    from bench.report.render import add_report_parser
 
     add_report_parser(sub)
     return parser

@@ -1,17 +1,15 @@
-"""Errors the suite raises for bad input: each names the problem, never a deep traceback."""
+"""Errors the suite raises for bad input: each names the problem, never a deep traceback.
 
+The base class and the data and predictor errors belong to the predictor protocol
+(:mod:`predictors.errors`); the suite adds its own below.
+"""
 
-class BenchError(ValueError):
-    """Base class: bad input or configuration, reported to the user as one line."""
+from predictors.errors import DataError, InputError, PredictorError
 
+BenchError = InputError  # bad input or configuration, reported to the user as one line
 
-class DataError(BenchError):
-    """Malformed attention data, text corpus or external file."""
+__all__ = ["BenchError", "CacheError", "DataError", "PredictorError"]
 
 
 class CacheError(BenchError):
     """A cache entry that is missing, corrupt or written by something else."""
-
-
-class PredictorError(BenchError):
-    """An unknown predictor, bad parameters, or a predictor used before it was fitted."""

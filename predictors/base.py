@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bench.errors import PredictorError
+from predictors.errors import PredictorError
 from predictors.graphs import GlobalGraph, PredictedGraph, WindowGraph
 
 

@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.data.attention import AttentionData, LayerView
-from bench.errors import PredictorError
-from bench.gold import Gold, LayerGold
 from predictors.base import COMMON, Param, Predictor
+from predictors.data import AttentionData, LayerView
+from predictors.errors import PredictorError
+from predictors.support import Gold, LayerGold
 
 MARGIN = 1.0
 
@@ -402,7 +402,7 @@ _CACHE: dict[tuple, Projections] = {}
 
 
 def _data_key(data: AttentionData) -> str:
-    from bench.data.cache import descriptor_key, tensor_digest
+    from predictors.fingerprint import descriptor_key, tensor_digest
 
     if data.descriptor:
         return "d:" + descriptor_key(data.descriptor)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from bench.errors import PredictorError
+from predictors.errors import PredictorError
 
 # family -> "module:Class". Torch families first; FAISS twins are the same family with backend faiss.
 TORCH_FAMILIES: dict[str, str] = {

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import PredictorError
+from predictors.errors import PredictorError
 from predictors.graphs import GlobalGraph
 
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bench.data.attention import AttentionData
 from bench.data.synthetic import synthetic
 from bench.errors import DataError
+from predictors.data import AttentionData
 
 
 def make(**over):

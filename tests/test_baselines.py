@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
+from bench.config.sweeps import family_configs
 from bench.data.synthetic import synthetic
-from bench.errors import PredictorError
-from bench.gold import compute_gold
-from bench.metrics import score_layer
-from bench.sweeps import family_configs
+from bench.evaluation.gold import compute_gold
+from bench.evaluation.metrics import score_layer
+from predictors.errors import PredictorError
 from predictors.torch.bigbird import random_keys
 from predictors.torch.reformer import ReformerLSH
 from predictors.torch.routing import balanced_codes

@@ -14,12 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
-from bench.data.attention import AttentionData
+from bench.config.sweeps import family_configs
 from bench.data.synthetic import synthetic
-from bench.errors import PredictorError
-from bench.gold import compute_gold
-from bench.metrics import score_layer
-from bench.sweeps import family_configs
+from bench.evaluation.gold import compute_gold
+from bench.evaluation.metrics import score_layer
+from predictors.data import AttentionData
+from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph, WindowGraph, block_sparsity
 from predictors.torch import seer
 from predictors.torch.minference import VerticalSlashGraph, vertical_slash

@@ -4,9 +4,9 @@ import pytest
 
 import predictors
 from bench.cli import main
-from bench.compare import compare, make_baseline
-from bench.data.sources import prepare
-from bench.score import score_predictor
+from bench.evaluation.prepared import prepare
+from bench.evaluation.score import score_predictor
+from bench.results.gates import compare, make_baseline
 
 
 def summary_of(prep, names, ratio=0.001, dataset="synthetic"):
@@ -81,7 +81,7 @@ def test_compare_command(prep, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["sf-kmeans-r4-k4-top1", "oracle-margin-sp0.9", "window-w3-s1"])
 def test_scoring_given_graphs_equals_scoring_fresh_predictions(prep, name):
-    from bench.score import score_fitted
+    from bench.evaluation.score import score_fitted
 
     p = predictors.get(name).fit(prep.fit, prep.fit_gold)
     graphs = [p.predict(prep.eval.layer(layer), layer) for layer in range(prep.eval.num_layers)]

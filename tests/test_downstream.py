@@ -1,5 +1,5 @@
-"""bench.downstream: models run with restricted attention; the records, summary and report tables of the
-downstream and sparse-execution benchmarks (bench.pareto, bench.summary, the report section)."""
+"""bench.evaluation.downstream: models run with restricted attention; the records, summary and report tables of the
+downstream and sparse-execution benchmarks (bench.report.pareto, bench.results.summary, the report section)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import predictors
-from bench import pareto
 from bench.data import entmax_lm as elm
 from bench.data.corpora import Corpus
-from bench.data.sources import prepare
-from bench.downstream import RestrictedAttention, downstream_set, evaluate, run_restricted, score_results
 from bench.errors import DataError
-from bench.records import record_path, write_json_atomic
-from bench.summary import summarise
+from bench.evaluation.downstream import RestrictedAttention, downstream_set, evaluate, run_restricted, score_results
+from bench.evaluation.prepared import prepare
+from bench.report import pareto
+from bench.results.records import record_path, write_json_atomic
+from bench.results.summary import summarise
 
 # No length warm-up (schedule=()): the tiny model trains on full windows, whatever the schedule format.
 TINY = elm.EntmaxLMConfig(layers=2, heads=2, width=32, context=64, mlp_ratio=2, lr=1e-2, schedule=())
@@ -286,7 +286,7 @@ def test_summary_carries_the_new_records(tmp_path):
 
 
 def test_report_section_renders(tmp_path):
-    from bench import report
+    from bench.report import render as report
 
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)

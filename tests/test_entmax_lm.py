@@ -16,8 +16,8 @@ from bench.data import cache
 from bench.data import entmax_lm as elm
 from bench.data.corpora import Corpus
 from bench.errors import DataError
-from bench.gold import compute_gold
-from bench.masking import allowed_keys, block_scores, mask_scores
+from bench.evaluation.gold import compute_gold
+from predictors.masking import allowed_keys, block_scores, mask_scores
 
 TINY = elm.EntmaxLMConfig(layers=2, heads=2, width=32, context=64, mlp_ratio=2, lr=1e-2,
                           schedule=((0.3, 32, False), (0.3, 32, True)))

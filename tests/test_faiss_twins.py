@@ -22,10 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
+from bench.config.sweeps import PROFILES, family_configs
 from bench.data.synthetic import synthetic
-from bench.errors import PredictorError
-from bench.gold import compute_gold
-from bench.sweeps import PROFILES, family_configs
+from bench.evaluation.gold import compute_gold
+from predictors.errors import PredictorError
 from predictors.faiss.common import FaissDeviceError, FaissMissingError
 from predictors.graphs import CodeGraph, UnionGraph
 from predictors.registry import parse_name
@@ -308,7 +308,7 @@ def test_routing_keeps_exactly_ceil_n_over_k_tokens_per_cluster():
 # -- real data: MiniLM ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
-    from bench.data.sources import prepare
+    from bench.evaluation.prepared import prepare
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SPARSEBENCH_CACHE", str(tmp_path_factory.mktemp("minilm-cache")))
@@ -318,7 +318,7 @@ def minilm(tmp_path_factory):
 @needs_faiss
 @pytest.mark.parametrize("name", ["routing-raw-k4", "routing-proj-k8", "reformer-raw-b8-h2", "sf-kmeans-r4-k4-top2"])
 def test_twins_agree_on_minilm_per_head(minilm, name):
-    from bench.score import score_predictor
+    from bench.evaluation.score import score_predictor
 
     torch_twin, faiss_twin = twins(name)
     a, b = score_predictor(minilm, torch_twin), score_predictor(minilm, faiss_twin)

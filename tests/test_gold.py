@@ -4,10 +4,10 @@ import pytest
 import torch
 from entmax import entmax15, sparsemax
 
-from bench.data import sources
 from bench.data.cache import entry_path
 from bench.data.synthetic import synthetic
-from bench.gold import compute_gold
+from bench.evaluation import prepared as sources
+from bench.evaluation.gold import compute_gold
 
 
 def dense_reference(data, layer, s, alpha_fn=entmax15):

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
-from bench.data.attention import AttentionData
+from bench.config.sweeps import family_configs
 from bench.data.synthetic import synthetic
-from bench.errors import PredictorError
-from bench.gold import compute_gold
-from bench.sweeps import family_configs
+from bench.evaluation.gold import compute_gold
+from predictors.data import AttentionData
+from predictors.errors import PredictorError
 from predictors.torch import hashattn
 from predictors.torch.simhash import HammingGraph, hamming, query_radii, sign_bits
 

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.data.synthetic import synthetic
-from bench.gold import compute_gold
-from bench.metrics import macro_average, score_layer
+from bench.evaluation.gold import compute_gold
+from bench.evaluation.metrics import macro_average, score_layer
 from predictors.graphs import KeyListGraph, PredictedGraph, WindowGraph
 
 

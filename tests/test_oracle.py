@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
-from bench.data.attention import AttentionData
+from bench.config.sweeps import family_configs
 from bench.data.synthetic import synthetic
-from bench.gold import compute_gold
-from bench.masking import valid_pair_count
-from bench.metrics import score_layer
-from bench.sweeps import family_configs
+from bench.evaluation.gold import compute_gold
+from bench.evaluation.metrics import score_layer
+from predictors.data import AttentionData
+from predictors.masking import valid_pair_count
 from predictors.torch.oracle import NONE, rank_thresholds, sortable_keys, top_keys
 
 FAST = settings(max_examples=15, deadline=None)
@@ -213,7 +213,7 @@ def test_oracle_names_read_back(name):
 
 
 def test_oracle_parameter_errors():
-    from bench.errors import PredictorError
+    from predictors.errors import PredictorError
 
     with pytest.raises(PredictorError, match="sparsity"):
         predictors.get("oracle-thr", sp=1.5)

@@ -1,4 +1,4 @@
-"""bench.pareto on hand-built points with known answers: fronts, matched-sparsity tables, ties, NaNs,
+"""bench.report.pareto on hand-built points with known answers: fronts, matched-sparsity tables, ties, NaNs,
 lower-is-better metrics, per-head grids and scaling crossovers."""
 
 import json
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import pareto
 from bench.errors import BenchError
+from bench.report import pareto
 
 nan = math.nan
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from bench.errors import BenchError
-from bench.records import load_records, record_path, write_json_atomic
-from bench.summary import write_summary
+from bench.results.records import load_records, record_path, write_json_atomic
+from bench.results.summary import write_summary
 
 
 def test_atomic_write_and_nan_as_null(tmp_path):

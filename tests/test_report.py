@@ -13,8 +13,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from bench import report
 from bench.errors import BenchError
+from bench.report import render as report
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "notebooks" / "report.ipynb"
 LAYERS, HEADS = 2, 3
@@ -40,7 +40,7 @@ GOLD = [[0.9, 0.7, 0.95], [0.85, 0.97, 0.8]]  # gold sparsity per layer and head
 
 
 def write_tiny_run(run: Path) -> None:
-    """A run folder as bench.summary writes it: summary.json and results.csv, numbers only."""
+    """A run folder as bench.results.summary writes it: summary.json and results.csv, numbers only."""
     run.mkdir(parents=True)
     predictors, rows = [], []
     for ds, items in CONFIGS.items():
@@ -274,7 +274,7 @@ def test_file_id():
 
 @pytest.mark.parametrize("count", [1, 9, 10, 18, 25])
 def test_series_colours_are_distinct_and_never_grey(count):
-    from bench.report import colours
+    from bench.report.render import colours
 
     cs = [tuple(round(x, 6) for x in c) for c in colours(count)]
     assert len(cs) == count == len(set(cs))
@@ -282,7 +282,7 @@ def test_series_colours_are_distinct_and_never_grey(count):
 
 
 def test_shown_path_is_relative_inside_the_current_folder(tmp_path, monkeypatch):
-    from bench.report import shown_path
+    from bench.report.render import shown_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reports" / "reference").mkdir(parents=True)

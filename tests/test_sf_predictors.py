@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
-from bench.data.attention import AttentionData
 from bench.data.synthetic import synthetic
-from bench.errors import PredictorError
-from bench.gold import compute_gold
-from bench.metrics import macro_average, score_layer
+from bench.evaluation.gold import compute_gold
+from bench.evaluation.metrics import macro_average, score_layer
+from predictors.data import AttentionData
+from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph, DistanceGraph
 from predictors.kmeans import assign, kmeans
 from predictors.registry import family_class

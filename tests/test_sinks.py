@@ -14,13 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import predictors
+from bench.config.sweeps import sweep_names
 from bench.data.synthetic import synthetic
-from bench.errors import PredictorError
-from bench.gold import LayerGold, compute_gold
-from bench.metrics import score_layer
-from bench.sweeps import sweep_names
+from bench.evaluation.gold import compute_gold
+from bench.evaluation.metrics import score_layer
+from predictors.errors import PredictorError
 from predictors.graphs import GlobalGraph
 from predictors.sinks import fit_layer_sinks, fit_sinks, key_hits
+from predictors.support import LayerGold
 
 FAST = settings(max_examples=20, deadline=None)
 

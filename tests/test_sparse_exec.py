@@ -1,4 +1,4 @@
-"""bench.sparse_exec: restricted entmax attention, masked (reference) and sparse (no n x n tensor).
+"""bench.execution.sparse_exec: restricted entmax attention, masked (reference) and sparse (no n x n tensor).
 
 Hand-built cases with known answers for the reference; the sparse execution against it on awkward
 lengths (97, 130), causal and bidirectional, ragged samples, every part type and their unions, real
@@ -19,10 +19,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import predictors
 from bench.data.entmax_lm import entmax_attention
-from bench.data.sources import gold_for
 from bench.data.synthetic import synthetic
 from bench.errors import BenchError
-from bench.sparse_exec import (
+from bench.evaluation.prepared import gold_for
+from bench.execution.sparse_exec import (
     DENSE_METHODS,
     ExecStats,
     UnsupportedGraph,

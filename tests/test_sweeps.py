@@ -1,7 +1,7 @@
 import pytest
 
+from bench.config.sweeps import PROFILES, family_configs, sweep_file, sweep_names
 from bench.errors import BenchError
-from bench.sweeps import PROFILES, family_configs, sweep_file, sweep_names
 from predictors.registry import families, get
 
 
@@ -29,7 +29,7 @@ def test_pattern_filter_and_unknown_profile():
 
 
 def test_filter_names_by_comma_separated_globs():
-    from bench.sweeps import filter_names
+    from bench.config.sweeps import filter_names
 
     names = ["sf-kmeans-r4-k4-top1", "window-w3", "window-w3-g1", "routing-raw-k4"]
     assert filter_names(names, None) == names and filter_names(names, "") == names

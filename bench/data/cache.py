@@ -12,7 +12,6 @@ never leaves a truncated entry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -25,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bench.errors import CacheError
+from predictors.fingerprint import descriptor_key, tensor_digest  # noqa: F401  (part of the cache's API)
 
 ENV_VAR = "SPARSEBENCH_CACHE"
 
@@ -41,22 +41,6 @@ def versions() -> dict:
 
     return {"torch": torch.__version__, "entmax": getattr(entmax, "__version__", "1.3"),
             "safetensors": safetensors.__version__}
-
-
-def descriptor_key(descriptor: dict) -> str:
-    text = json.dumps(descriptor, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def entry_path(kind: str, descriptor: dict, root: Path | None = None) -> Path:

@@ -6,7 +6,7 @@ This is the causal-decoder setting of the Sparsefinder paper. The model reads ra
     P = entmax15(mask(scale * Q K^T)),   scale = 1 / sqrt(Dh),
 
 where ``mask`` keeps the keys ``j <= i`` (and ``j < length``) and gives every other key a large *finite*
-negative (:func:`bench.masking.mask_scores`), exactly as the gold graph (:mod:`bench.gold`) does. The
+negative (:func:`predictors.masking.mask_scores`), exactly as the gold graph (:mod:`bench.evaluation.gold`) does. The
 captured Q and K therefore reproduce the model's own attention, not an approximation of it.
 
 The model is trained by this project (:func:`train_entmax_lm`), once per (corpus, config, seed, steps,
@@ -36,10 +36,10 @@ from entmax import entmax15
 from torch import nn
 
 from bench.data import cache
-from bench.data.attention import AttentionData
 from bench.data.corpora import Corpus, load_corpus
 from bench.errors import DataError
-from bench.masking import mask_scores
+from predictors.data import AttentionData
+from predictors.masking import mask_scores
 
 KIND = "entmax-lm"
 # Bump when training, the split or the checkpoint layout changes: old cache entries are then unused.

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from bench.data.attention import AttentionData
 from bench.errors import DataError
+from predictors.data import AttentionData
 
 ALLOWED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.data.attention import AttentionData
 from bench.errors import DataError
+from predictors.data import AttentionData
 
 MAX_POSITIONS = 512
 

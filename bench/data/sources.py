@@ -1,4 +1,4 @@
-"""The registry of attention sources, and the cached gold graph of any dataset.
+"""The registry of attention sources.
 
 ``load_source(name, ...)`` returns an :class:`AttentionData`:
 
@@ -8,20 +8,19 @@
 * ``synthetic``: seeded data for tests, see :mod:`bench.data.synthetic`;
 * ``file:PATH``: the external safetensors format, see :mod:`bench.data.external`.
 
-``gold_for(data)`` computes the exact gold graph, cached under a key built from the data's descriptor,
-a digest of its Q/K bytes, alpha, scale and library versions.
+``dataset_id(name)`` is the file-name-safe id of a dataset name. The gold graph of a dataset and its
+fit/eval split live in :mod:`bench.evaluation.prepared`.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+import re
 
 import torch
 
-from bench.data.attention import AttentionData
 from bench.errors import DataError
-from bench.gold import Gold, LayerGold, compute_gold
+from predictors.data import AttentionData
 
 SOURCES = ("minilm", "entmax-lm", "synthetic")
 
@@ -70,55 +69,9 @@ def load_source(name: str, show_progress: bool = False, **options) -> AttentionD
 
 
 def data_digest(data: AttentionData) -> str:
-    from bench.data.cache import tensor_digest
+    from predictors.fingerprint import tensor_digest
 
     return tensor_digest({"q": data.q, "k": data.k, "lengths": data.lengths})
-
-
-def gold_descriptor(data: AttentionData, block: int) -> dict:
-    from bench.data.cache import versions
-
-    return {"kind": "gold", "data": data.descriptor, "digest": data_digest(data), "alpha": data.alpha,
-            "scale": data.scale, "causal": data.causal, "block": block, "versions": versions()}
-
-
-def gold_for(data: AttentionData, block: int = 256, use_cache: bool = True,
-             show_progress: bool = False) -> Gold:
-    """The exact gold graph of ``data``, from the cache when a verified entry exists."""
-    from bench.data.cache import load_or_build
-
-    def build():
-        gold = compute_gold(data, block=block, show_progress=show_progress)
-        tensors = {}
-        for i, layer in enumerate(gold.layers):
-            tensors.update(layer.state(f"l{i}"))
-        return tensors, {"seconds": gold.seconds, "bisect_iters": gold.bisect_iters}
-
-    tensors, extra = load_or_build("gold", gold_descriptor(data, block), build, use_cache=use_cache)
-    layers = [LayerGold(counts=tensors[f"l{i}.counts"], cols=tensors[f"l{i}.cols"], probs=tensors[f"l{i}.probs"],
-                        lengths=data.lengths.clone(), causal=data.causal) for i in range(data.num_layers)]
-    return Gold(layers=layers, seconds=float(extra["seconds"]), bisect_iters=extra.get("bisect_iters"))
-
-
-@dataclass
-class Prepared:
-    """A dataset split by sample into fit and eval parts, each with its gold graph."""
-
-    data: AttentionData
-    fit: AttentionData
-    eval: AttentionData
-    fit_gold: Gold
-    eval_gold: Gold
-
-
-def prepare(name: str, fit_fraction: float = 0.5, show_progress: bool = False, use_cache: bool = True,
-            **options) -> Prepared:
-    """Load a source, split it by sample, and compute (or load) the gold of both parts."""
-    data = load_source(name, show_progress=show_progress, **options)
-    fit, ev = data.split(fit_fraction)
-    return Prepared(data=data, fit=fit, eval=ev,
-                    fit_gold=gold_for(fit, use_cache=use_cache, show_progress=show_progress),
-                    eval_gold=gold_for(ev, use_cache=use_cache, show_progress=show_progress))
 
 
 def to_float32(data: AttentionData) -> AttentionData:
@@ -127,3 +80,11 @@ def to_float32(data: AttentionData) -> AttentionData:
 
     conv = lambda t: None if t is None else t.to(torch.float32)
     return replace(data, q=conv(data.q), k=conv(data.k), v=conv(data.v))
+
+
+def dataset_id(dataset: str) -> str:
+    """A file-name-safe id: ``file:/x/my data.safetensors`` -> ``file-my_data``."""
+    if dataset.startswith("file:"):
+        stem = dataset[5:].rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        return "file-" + re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
+    return dataset

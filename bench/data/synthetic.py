@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.data.attention import AttentionData
+from predictors.data import AttentionData
 
 
 def synthetic(samples: int = 4, layers: int = 2, heads: int = 4, kv_heads: int | None = None,

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.errors import PredictorError
+from predictors.errors import PredictorError
 from predictors.kmeans import kmeans as torch_kmeans
 
 INSTALL_HINT = "pip install faiss-cpu"

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from bench.errors import PredictorError
+from predictors.errors import PredictorError
 from predictors.faiss.common import FaissTwin, as_float32, faiss_kmeans, faiss_threads, search
 from predictors.graphs import CodeGraph
 from predictors.torch.reformer import fit_projections, space_qk

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.errors import PredictorError
+from predictors.errors import PredictorError
 from predictors.faiss.common import FaissTwin, as_float32, faiss_kmeans, faiss_threads, search
 from predictors.graphs import CodeGraph
 from predictors.projections import projected_points

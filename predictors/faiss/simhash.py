@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.errors import PredictorError
+from predictors.errors import PredictorError
 from predictors.faiss.common import FaissTwin, faiss_threads
 from predictors.graphs import PredictedGraph
 from predictors.torch.simhash import SimHash

@@ -21,8 +21,8 @@ from dataclasses import replace
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import COMMON, Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import KeyListGraph
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import FunctionGraph
 
 

@@ -8,8 +8,8 @@ common ``w``, whose default here is 3 so that the family's default is Longformer
 
 from __future__ import annotations
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import GlobalGraph
 from predictors.torch.bigbird import with_defaults
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import PredictorError
-from bench.masking import allowed_keys, block_scores
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import PredictedGraph
+from predictors.masking import allowed_keys, block_scores
 
 
 @dataclass

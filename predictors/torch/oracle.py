@@ -35,11 +35,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import PredictorError
-from bench.gold import entmax_probs
-from bench.masking import allowed_keys, block_scores, mask_scores, valid_pair_count
 from predictors.base import Param, Predictor
+from predictors.entmax import entmax_probs
+from predictors.errors import PredictorError
 from predictors.graphs import KeyListGraph, PredictedGraph
+from predictors.masking import allowed_keys, block_scores, mask_scores, valid_pair_count
 
 BLOCK = 256  # query rows per block when computing scores
 RANKS = ("score", "margin")

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph, PredictedGraph
 
 CHUNK = 256

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.projections import cached_projections
 

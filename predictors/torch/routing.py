@@ -23,8 +23,8 @@ import math
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.kmeans import kmeans
 from predictors.torch.reformer import PROJ_DIM, SPACE, fit_projections, space_qk

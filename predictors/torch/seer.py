@@ -36,8 +36,8 @@ import math
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph
 
 GATE_DIM = 16
@@ -114,7 +114,7 @@ def gate_kl(qbar, kbar, wq, wk, allowed, target, ent, rows, per_rows) -> torch.T
 
 def data_key(data) -> str:
     """An in-process memo key of a dataset: its descriptor, or a digest of its tensors without one."""
-    from bench.data.cache import descriptor_key, tensor_digest
+    from predictors.fingerprint import descriptor_key, tensor_digest
 
     if data.descriptor:
         return "d:" + descriptor_key(data.descriptor)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param
+from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.kmeans import assign, kmeans
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projected_points, projection_flops

@@ -12,8 +12,8 @@ Larger ``t`` predicts a superset. ``t = 0`` predicts nothing (the test is strict
 
 from __future__ import annotations
 
-from bench.errors import PredictorError
 from predictors.base import Param
+from predictors.errors import PredictorError
 from predictors.graphs import DistanceGraph
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projection_flops
 

@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param
+from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projected_points, projection_flops
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import PredictorError
 from predictors.base import Param, Predictor
+from predictors.errors import PredictorError
 from predictors.graphs import PredictedGraph
 
 BLOCK = 256

@@ -8,41 +8,14 @@ same tensors.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 import predictors
-from bench.cases import sync, time_record, to_device
-from bench.data.sources import gold_for
-from bench.data.synthetic import synthetic
-from bench.dense import dense_layer
-from bench.flops import attention_flops
-from bench.records import record_path, write_json_atomic
-
-HEADS, DIM = 12, 32
-VIEW_SEED = 2  # the seed of scaling_view's distribution
-
-
-def minilm_shaped(samples: int, length: int, seed: int, ragged: bool = True):
-    """Synthetic data of MiniLM's attention shape, shared by the speed benchmarks: one layer of 12 heads
-    of dimension 32, sharpness 3 (:func:`bench.data.synthetic.synthetic`)."""
-    return synthetic(samples=samples, layers=1, heads=HEADS, length=length, dim=DIM, seed=seed, sharpness=3.0,
-                     ragged=ragged)
-
-
-@functools.lru_cache(maxsize=2)
-def fit_set(seed: int = 1):
-    """Four samples of 256 tokens and their gold. The scaling sweep only times, and fits on seed 1;
-    ``seed=VIEW_SEED`` draws from the distribution of :func:`scaling_view` (the same cluster centres and
-    head rotations, other tokens), for recalls measured on it."""
-    data = minilm_shaped(4, 256, seed)
-    return data, gold_for(data)
-
-
-@functools.lru_cache(maxsize=2)
-def scaling_view(n: int):
-    return minilm_shaped(1, n, VIEW_SEED, ragged=False).layer(0)
+from bench.evaluation.flops import attention_flops
+from bench.evaluation.speed_data import DIM, HEADS, fit_set, scaling_view
+from bench.execution.dense import dense_layer
+from bench.execution.timing import sync, time_record, to_device
+from bench.results.records import record_path, write_json_atomic
 
 
 def bench_scaling(benchmark, scaling_case, bench_config):

@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.metrics import METRICS
-from bench.records import load_records, write_json_atomic
+from bench.evaluation.metrics import METRICS
+from bench.results.records import load_records, write_json_atomic
 
 
 def _ratios(rec: dict, dense: dict) -> dict:

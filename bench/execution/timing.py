@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-
-
-def dataset_id(dataset: str) -> str:
-    """A file-name-safe id: ``file:/x/my data.safetensors`` -> ``file-my_data``."""
-    if dataset.startswith("file:"):
-        stem = dataset[5:].rsplit("/", 1)[-1].rsplit(".", 1)[0]
-        return "file-" + re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
-    return dataset
 
 
 def sync(device: str) -> None:

@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from bench.data.sources import Prepared
-from bench.flops import attention_flops
-from bench.metrics import COUNTS, METRICS, macro_average, score_layer
+from bench.evaluation.flops import attention_flops
+from bench.evaluation.metrics import COUNTS, METRICS, macro_average, score_layer
+from bench.evaluation.prepared import Prepared
 from predictors.graphs import block_sparsity
 
 

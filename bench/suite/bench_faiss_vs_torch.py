@@ -25,9 +25,10 @@ import time
 import pytest
 
 import predictors
-from bench.cases import dataset_id, sync
+from bench.data.sources import dataset_id
 from bench.env import environment
-from bench.records import record_path, write_json_atomic
+from bench.execution.timing import sync
+from bench.results.records import record_path, write_json_atomic
 
 TWIN_FAMILIES = ("sf-kmeans", "routing", "reformer")
 FIT_ROUNDS = 3
@@ -37,7 +38,7 @@ MIN_PREDICT_ROUNDS = 7
 def pytest_generate_tests(metafunc):
     if "twin_case" not in metafunc.fixturenames:
         return
-    from bench.sweeps import filter_names, sweep_names
+    from bench.config.sweeps import filter_names, sweep_names
 
     config = metafunc.config
     profile = config.sparsebench["profile_name"]

@@ -1,15 +1,15 @@
 """Sparse execution: attention computed on the predicted graph only, against dense attention, over n.
 
 Two benchmarks on MiniLM-shaped synthetic heads (one layer, 12 heads, head dim 32, bidirectional: the
-data of the scaling sweep, :func:`bench.bench_scaling.scaling_view`), predictors fitted once on four
-short samples drawn with the same seed (``bench.bench_scaling.fit_set(VIEW_SEED)``: the same cluster
+data of the scaling sweep, :func:`bench.evaluation.speed_data.scaling_view`), predictors fitted once on four
+short samples drawn with the same seed (``bench.evaluation.speed_data.fit_set(VIEW_SEED)``: the same cluster
 centres and head rotations, other tokens; what a predictor learns does not depend on n, and it must
 come from the data it is timed on for its recall there to mean anything):
 
 * ``bench_sparse_exec``, for every ``n`` of the profile's ``sparse_exec_n``: each dense reference of
-  ``sparse_exec_dense`` (:func:`bench.sparse_exec.dense_attention`, ``P V`` included; each only up to
+  ``sparse_exec_dense`` (:func:`bench.execution.sparse_exec.dense_attention`, ``P V`` included; each only up to
   its ``sparse_exec_dense_max``, when given), and each predictor of ``sparse_exec_predictors`` timed as *prediction
-  plus* :func:`bench.sparse_exec.sparse_entmax_attention` (the same output as dense restricted
+  plus* :func:`bench.execution.sparse_exec.sparse_entmax_attention` (the same output as dense restricted
   attention, never an ``n x n`` tensor). Records kind ``sparse_exec``; the report reads from them
   the crossover length from which predicted sparse execution beats dense ``entmax15-topk``.
 * ``bench_sparse_exec_goal``: the profile's ``sparse_exec_goal`` configuration at
@@ -33,11 +33,11 @@ import time
 import pytest
 
 import predictors
-from bench.bench_scaling import DIM, HEADS, VIEW_SEED, fit_set, scaling_view
-from bench.cases import time_record
 from bench.env import environment
-from bench.records import record_path, write_json_atomic
-from bench.sparse_exec import ExecStats, dense_attention, sparse_entmax_attention
+from bench.evaluation.speed_data import DIM, HEADS, VIEW_SEED, fit_set, scaling_view
+from bench.execution.sparse_exec import ExecStats, dense_attention, sparse_entmax_attention
+from bench.execution.timing import time_record
+from bench.results.records import record_path, write_json_atomic
 
 REFERENCE = "entmax15-topk"
 
@@ -104,7 +104,7 @@ def bench_sparse_exec(benchmark, sparse_exec_case, bench_config):
 
 
 def _recall_on(view, gold, graph):
-    from bench.metrics import macro_average, score_layer
+    from bench.evaluation.metrics import macro_average, score_layer
 
     res = macro_average(score_layer(view, gold, graph))
     return {m: res[m].mean().item() for m in ("recall", "sparsity", "output_error", "mass")}
@@ -151,7 +151,7 @@ def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config):
     benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=1, iterations=1)
     td, ts = times["dense"][-rounds:], times["sparse"][-rounds:]
     # Quality on the timing data itself: its exact gold graph (one dense pass, not timed).
-    from bench.gold import layer_gold
+    from bench.evaluation.gold import layer_gold
 
     synthetic = _recall_on(view, layer_gold(view), predictor.predict(view, 0))
     # The same configuration on real MiniLM attention, fitted on MiniLM's fit samples.
@@ -172,9 +172,9 @@ def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config):
 def _real_minilm(name: str, length: int, samples: int, rounds: int) -> dict:
     """Recall, sparsity and speed-up of ``name`` on real MiniLM attention (``samples`` texts of at most
     ``length`` tokens, half of them to fit on); an empty dict when MiniLM is not installed."""
-    from bench.data.sources import prepare
     from bench.errors import DataError
-    from bench.score import score_fitted
+    from bench.evaluation.prepared import prepare
+    from bench.evaluation.score import score_fitted
 
     try:
         prep = prepare("minilm", samples=samples, length=length)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.bench_scaling import minilm_shaped
-from bench.cases import time_record
-from bench.gold import layer_gold
-from bench.records import record_path, write_json_atomic
+from bench.evaluation.gold import layer_gold
+from bench.evaluation.speed_data import minilm_shaped
+from bench.execution.timing import time_record
+from bench.results.records import record_path, write_json_atomic
 
 
 def pytest_generate_tests(metafunc):

@@ -3,7 +3,7 @@
 Fitting (projections, centroids, rotations) happens once, outside the timed part, and is recorded as
 ``fit_seconds``. The timed call predicts the compact graphs of every layer of the eval samples.
 Ceilings (``oracle-*``, which read the dense scores) are timed in one round without warm-up.
-Quality is then scored per layer and head (``bench.score.score_fitted``) and stored, numbers only, in
+Quality is then scored per layer and head (``bench.evaluation.score.score_fitted``) and stored, numbers only, in
 the benchmark's ``extra_info`` and in the run's record for this configuration.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 import pytest
 
 import predictors
-from bench.cases import dataset_id, sync, time_record
+from bench.data.sources import dataset_id
 from bench.env import environment
-from bench.records import record_path, write_json_atomic
-from bench.score import score_fitted
+from bench.evaluation.score import score_fitted
+from bench.execution.timing import sync, time_record
+from bench.results.records import record_path, write_json_atomic
 
 
 def bench_predictor(benchmark, predictor_case, prepared, bench_config):

@@ -1,6 +1,6 @@
 """pytest-benchmark configuration of the suite: options, parametrisation, records, summary.
 
-Run it with ``pytest -c bench/pytest.ini`` (``tox -e bench`` does). Options:
+Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` does). Options:
 
     --dataset D[,D...]   registry names or file:PATH (default: the profile's datasets)
     --profile P          smoke | default | full (default: default)
@@ -55,8 +55,8 @@ def faiss_available() -> bool:
 
 
 def pytest_configure(config):
-    from bench import records
     from bench.env import configure_threads
+    from bench.results import records
 
     if config.getoption("device") == "cuda":
         import torch
@@ -87,7 +87,7 @@ def _backends(config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    from bench.sweeps import filter_names, sweep_names
+    from bench.config.sweeps import filter_names, sweep_names
     from predictors.registry import family_of
 
     config = metafunc.config
@@ -124,8 +124,8 @@ _PREPARED: dict = {}
 
 @pytest.fixture(scope="session")
 def prepared():
-    """``prepared(dataset)`` -> bench.data.sources.Prepared, loaded once per session."""
-    from bench.data.sources import prepare
+    """``prepared(dataset)`` -> bench.evaluation.prepared.Prepared, loaded once per session."""
+    from bench.evaluation.prepared import prepare
 
     def get(dataset: str, config):
         if dataset not in _PREPARED:
@@ -154,7 +154,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    from bench.summary import write_summary
+    from bench.results.summary import write_summary
 
     config = session.config
     if not hasattr(config, "sparsebench"):

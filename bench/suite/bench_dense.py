@@ -1,12 +1,13 @@
-"""Dense references on the same eval samples as the predictors, in the same run (see bench.dense)."""
+"""Dense references on the same eval samples as the predictors, in the same run (see bench.execution.dense)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.cases import dataset_id, sync, time_record, to_device
-from bench.dense import dense_layer
-from bench.records import record_path, write_json_atomic
+from bench.data.sources import dataset_id
+from bench.execution.dense import dense_layer
+from bench.execution.timing import sync, time_record, to_device
+from bench.results.records import record_path, write_json_atomic
 
 
 def bench_dense(benchmark, dense_case, prepared, bench_config):

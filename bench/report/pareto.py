@@ -1,7 +1,7 @@
 """The numbers of the trade-off reports: Pareto fronts, matched-sparsity tables, per-head grids, crossovers.
 
 Everything the notebooks in ``notebooks/`` show is computed here, from a finished run's files only
-(``summary.json`` and ``results.csv``, see :mod:`bench.summary`); nothing is measured again.
+(``summary.json`` and ``results.csv``, see :mod:`bench.results.summary`); nothing is measured again.
 
 Vocabulary
 ----------
@@ -16,7 +16,7 @@ ceiling
     a family that reads the dense scores (``oracle-*``, :data:`CEILING_PREFIX`): drawn on every plot as
     the best any predictor could reach, never a winner of a "best family" statement.
 direction
-    whether a metric is better high or low (:data:`bench.metrics.HIGHER_IS_BETTER`); ``output_error``
+    whether a metric is better high or low (:data:`bench.evaluation.metrics.HIGHER_IS_BETTER`); ``output_error``
     is better low, and every function here honours that.
 
 A point ``(x_j, y_j)`` *dominates* ``(x_i, y_i)`` when it is at least as good in both metrics and
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.metrics import HIGHER_IS_BETTER, METRICS
+from bench.evaluation.metrics import HIGHER_IS_BETTER, METRICS
 
 BASELINE_SERIES = "window+sink"
 LEARNED_SINK_SERIES = "window+learned-sink"
@@ -52,7 +52,7 @@ LEVELS = (0.8, 0.9, 0.95)
 
 
 def higher_is_better(metric: str) -> bool:
-    """Direction of ``metric``: :data:`bench.metrics.HIGHER_IS_BETTER`, then the derived metrics here."""
+    """Direction of ``metric``: :data:`bench.evaluation.metrics.HIGHER_IS_BETTER`, then the derived metrics here."""
     if metric in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[metric]
     if metric in EXTRA_DIRECTIONS:
@@ -129,7 +129,7 @@ def configs_frame(summary: dict) -> pd.DataFrame:
     """One row per configuration of ``summary["predictors"]``.
 
     Columns: ``dataset, backend, name, family, series, baseline`` (series is the window+sink baseline),
-    the mean of every metric of :data:`bench.metrics.METRICS`, ``gold_sparsity``, ``predict_seconds``
+    the mean of every metric of :data:`bench.evaluation.metrics.METRICS`, ``gold_sparsity``, ``predict_seconds``
     (mean prediction time of all eval layers), ``fit_seconds``, the FLOPs, ``total_flops`` (prediction
     plus attention on the predicted graph) and ``flops_ratio = total_flops / dense_flops``; then
     ``param_<key>`` for every parameter. Missing numbers are NaN.
@@ -532,7 +532,7 @@ DOWNSTREAM_COLUMNS = ["dataset", "backend", "name", "family", "series", "metric"
 
 
 def downstream_frame(summary: dict) -> pd.DataFrame:
-    """One row per downstream record (``summary["downstream"]``, :mod:`bench.bench_downstream`).
+    """One row per downstream record (``summary["downstream"]``, ``bench/suite/bench_downstream.py``).
 
     Columns: ``dataset, backend, name, family, series`` (as :func:`series_label`; the dense reference is
     family and series ``dense``), ``metric`` (``bpc`` or ``cosine``), ``higher_is_better``, ``value`` (the
@@ -626,7 +626,7 @@ def sparse_exec_frame(summary: dict) -> pd.DataFrame:
     """The sparse-execution records (``summary["sparse_exec"]``) in the shape of :func:`scaling_frame`:
     ``n, backend`` (``dense`` for the references, ``sparse`` for prediction + sparse execution),
     ``method, time_mean, time_min``, plus ``sparsity`` (NaN for dense). :func:`crossover` and
-    :func:`bench.report.plot_scaling` take it as it is."""
+    :func:`bench.report.render.plot_scaling` take it as it is."""
     rows = [{"n": int(r["n"]), "backend": r["backend"], "method": r["method"],
              "time_mean": _num((r.get("time") or {}).get("mean")), "time_min": _num((r.get("time") or {}).get("min")),
              "sparsity": _num(r.get("sparsity"))}

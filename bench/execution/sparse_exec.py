@@ -11,7 +11,7 @@ attention is
 Two implementations compute it:
 
 * :func:`masked_entmax_attention`, the reference: query blocks of ``block`` rows, every key scored,
-  disallowed keys replaced by a large finite negative (:func:`bench.masking.mask_scores`, never
+  disallowed keys replaced by a large finite negative (:func:`predictors.masking.mask_scores`, never
   ``-inf``), any graph. Memory ``O(H x block x n)``, work ``O(n^2)``.
 * :func:`sparse_entmax_attention`: scores only the predicted pairs, never an ``n x n`` tensor, for
   graphs made of the parts below (a :class:`~predictors.graphs.UnionGraph` of them included). The
@@ -58,11 +58,11 @@ import torch
 import torch.nn.functional as F
 from entmax import entmax15, entmax_bisect
 
-from bench.dense import DENSE_METHODS, partial_k
 from bench.errors import BenchError
-from bench.gold import BISECT_ITERS, row_entmax
-from bench.masking import MASK_GAP, allowed_keys, mask_scores
+from bench.execution.dense import DENSE_METHODS
+from predictors.entmax import BISECT_ITERS, partial_k, row_entmax
 from predictors.graphs import CodeGraph, GlobalGraph, KeyListGraph, PredictedGraph, UnionGraph, WindowGraph
+from predictors.masking import MASK_GAP, allowed_keys, mask_scores
 
 DEFAULT_CHUNK = 32
 DEFAULT_RATIO = 1.25
@@ -854,7 +854,7 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: b
                     method: str) -> torch.Tensor:
     """Dense attention of one sample, all heads: ``q``, ``k`` ``[H, n, D]``, ``v`` ``[H, n, Dv]`` -> ``[H, n, Dv]``.
 
-    ``entmax15-topk`` (scores, exact entmax15 with a partial sort of :func:`bench.dense.partial_k` ``(n)``
+    ``entmax15-topk`` (scores, exact entmax15 with a partial sort of :func:`bench.execution.dense.partial_k` ``(n)``
     entries, the fastest exact dense computation here), ``entmax15-sort`` (full sort),
     ``entmax-bisect`` (bisection, 50 iterations) and ``softmax-sdpa`` (PyTorch's fused softmax
     ``scaled_dot_product_attention``, not entmax: the everyday dense attention), each times ``v``.

@@ -1,14 +1,14 @@
 """Downstream effect of a predictor: the model itself, run with every attention layer restricted to its graph.
 
 A predictor is fitted as everywhere else, on the fit samples' captured Q and K
-(:attr:`bench.data.sources.Prepared.fit`). Then the model runs on *held-out* inputs (never the fit
+(:attr:`bench.evaluation.prepared.Prepared.fit`). Then the model runs on *held-out* inputs (never the fit
 samples) with an attention hook (:class:`RestrictedAttention`) in every layer that
 
 1. wraps the layer's live ``q``, ``k``, ``v`` ``[B, H, T, Dh]`` (those of the restricted model itself, so
    an error in one layer reaches the next ones, as in the Sparsefinder paper's masked-LM evaluation)
-   in a :class:`~bench.data.attention.LayerView` and asks ``predictor.predict(view, layer)`` for its
+   in a :class:`~predictors.data.LayerView` and asks ``predictor.predict(view, layer)`` for its
    graph;
-2. computes 1.5-entmax attention over the predicted pairs only (:mod:`bench.sparse_exec`: masked scores
+2. computes 1.5-entmax attention over the predicted pairs only (:mod:`bench.execution.sparse_exec`: masked scores
    get a large finite negative, never ``-inf``; a query with no predicted key gets a zero output).
 
 What is measured, against the same model with dense entmax attention (every valid pair):
@@ -24,7 +24,7 @@ What is measured, against the same model with dense entmax attention (every vali
 
 Every run also records the *effective sparsity* of the restricted runs: per layer, head and sample,
 ``1 - |P & valid| / |valid|`` with ``P`` the graph predicted on the live Q/K, averaged like the
-metrics (:mod:`bench.metrics`), and the sparsity of the restricted attention itself (its support).
+metrics (:mod:`bench.evaluation.metrics`), and the sparsity of the restricted attention itself (its support).
 
 Held-out inputs: the attention data's seeded draw is extended to ``samples`` draws (its first draws
 are exactly the data's samples, checked), and every draw that is not a fit sample is evaluated.
@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bench.data.attention import LayerView
 from bench.errors import DataError
-from bench.sparse_exec import ExecStats, graph_attention
+from bench.execution.sparse_exec import ExecStats, graph_attention
+from predictors.data import LayerView
 
 METRICS = {"entmax-lm": "bpc", "minilm": "cosine"}
 HIGHER_IS_BETTER = {"bpc": False, "cosine": True}
@@ -55,7 +55,7 @@ class RestrictedAttention:
     Called as ``hook(layer, q, k, v, lengths_or_mask)`` with ``q``, ``k``, ``v`` ``[B, H, T, Dh]`` and
     either int64 ``lengths`` ``[B]`` (entmax-lm) or a bool validity mask ``[B, T]`` (MiniLM, padding at
     the end). ``predictor`` ``None`` means every valid pair (dense entmax attention). ``method`` is
-    that of :func:`bench.sparse_exec.graph_attention` (``masked``: the reference computation, for any
+    that of :func:`bench.execution.sparse_exec.graph_attention` (``masked``: the reference computation, for any
     graph). Counts of every call are kept per layer (:meth:`summary`).
     """
 

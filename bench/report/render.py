@@ -1,7 +1,7 @@
 """Trade-off reports of a finished run: notebooks executed with papermill, HTML without code, PNG figures.
 
     python -m bench.report RUN_DIR [--out DIR] [--dataset D] [--x sparsity] [--y recall] [--predictor NAME]
-    python -m bench.report --bench-args [ARGS...]    the run that ``pytest -c bench/pytest.ini bench ARGS``
+    python -m bench.report --bench-args [ARGS...]    the run that ``pytest -c bench/suite/pytest.ini bench/suite ARGS``
                                                       wrote (``tox -e bench`` ends with this)
 
 Each template of ``notebooks/`` (one cell tagged ``parameters``, literal values only) is executed with
@@ -15,7 +15,7 @@ papermill into the output folder (default ``RUN_DIR/report/``)::
     report/report.manifest.json   what the notebook wrote (a later render removes exactly that first)
 
 The notebooks only read ``summary.json`` and ``results.csv``; every number they show comes from
-:mod:`bench.pareto`; the figures are drawn by the ``plot_*`` functions here.
+:mod:`bench.report.pareto`; the figures are drawn by the ``plot_*`` functions here.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from bench.errors import BenchError
 
 # Templates live in the source tree's notebooks/ (beside the package in a checkout; an installed wheel
 # does not carry them, so the current folder's notebooks/ is searched too: tox runs from the project root).
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+# bench/report/render.py -> the folder holding the bench package (the checkout in a source tree).
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = PACKAGE_PARENT / "notebooks"
 NOTEBOOKS = ("report",)
 # Named explicitly: with ipykernel installed, "python3" runs the interpreter that runs papermill
 # (jupyter_client swaps a bare "python" in the kernel command for sys.executable), so a tox
@@ -68,9 +70,9 @@ def colours(count: int) -> list:
 
 def palette(series: Sequence[str]) -> dict:
     """A fixed colour per series, the same in every figure: the window+sink baseline black, the ceilings
-    (:func:`bench.pareto.is_ceiling`) in greys, every other series from a qualitative palette."""
+    (:func:`bench.report.pareto.is_ceiling`) in greys, every other series from a qualitative palette."""
 
-    from bench.pareto import is_ceiling
+    from bench.report.pareto import is_ceiling
 
     ceilings = sorted({s for s in series if is_ceiling(s)})
     names = sorted({s for s in series if s != "window+sink" and not is_ceiling(s)})
@@ -96,7 +98,7 @@ def shown_path(path) -> str:
 
 def series_caption(series: str) -> str:
     """Legend and table label: the baseline and the ceilings say what they are."""
-    from bench.pareto import is_ceiling
+    from bench.report.pareto import is_ceiling
 
     if series == "window+sink":
         return series + " (baseline)"
@@ -106,7 +108,7 @@ def series_caption(series: str) -> str:
 def _legend(ax, colours: dict, series: Sequence[str], backends: Sequence[str]) -> None:
     from matplotlib.lines import Line2D
 
-    from bench.pareto import is_ceiling
+    from bench.report.pareto import is_ceiling
 
     handles = [Line2D([], [], color=colours[s], lw=2.5 if s == "window+sink" else 1.8,
                       ls=":" if is_ceiling(s) else "-", label=series_caption(s)) for s in sorted(set(series))]
@@ -117,10 +119,10 @@ def _legend(ax, colours: dict, series: Sequence[str], backends: Sequence[str]) -
 
 def plot_tradeoff(configs, x: str, y: str, colours: dict, title: str = "", levels: Sequence[float] = ()):
     """Every configuration of ``configs`` (one dataset) as a faint point, and each series' Pareto front
-    (:func:`bench.pareto.fronts`) as a line: colour = series, line style and marker = backend."""
+    (:func:`bench.report.pareto.fronts`) as a line: colour = series, line style and marker = backend."""
     import matplotlib.pyplot as plt
 
-    from bench import pareto
+    from bench.report import pareto
 
     fig, ax = plt.subplots(figsize=(8.5, 5.0))
     front = pareto.fronts(configs, x, y, by=("series", "backend"))
@@ -207,12 +209,12 @@ METRIC_LABEL = {"bpc": "held-out bits per byte (lower is better)",
 
 
 def plot_downstream(frame, colours: dict, title: str = ""):
-    """Downstream metric against effective sparsity for one dataset (:func:`bench.pareto.downstream_frame`):
+    """Downstream metric against effective sparsity for one dataset (:func:`bench.report.pareto.downstream_frame`):
     every configuration as a faint point, each family's Pareto front (sparser and better, in the
     metric's own direction) as a line, the dense-entmax model as a dashed horizontal line."""
     import matplotlib.pyplot as plt
 
-    from bench import pareto
+    from bench.report import pareto
 
     fig, ax = plt.subplots(figsize=(8.5, 5.0))
     dense = frame[frame["series"] == "dense"]
@@ -260,7 +262,7 @@ def markdown_table(df, floatfmt: str = ".3f", index: bool = False) -> str:
 
 def file_id(text: str) -> str:
     """A file-name-safe id of a dataset or metric name (``file:/x/my data.st`` -> ``file-my_data``)."""
-    from bench.cases import dataset_id
+    from bench.data.sources import dataset_id
 
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset_id(text))
 
@@ -473,7 +475,7 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, *, parameters
     _clean_previous(out)
     written, names = [], []
     # Where `import bench` finds this package, whether it runs from a checkout or is installed.
-    cwd = str(Path(__file__).resolve().parent.parent)
+    cwd = str(PACKAGE_PARENT)
     for template in templates:
         name = template.stem
         names.append(name)
@@ -503,7 +505,7 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, *, parameters
 
 
 def _check_parameters(run: Path, params: dict) -> None:
-    from bench import pareto
+    from bench.report import pareto
 
     for key in ("x_metric", "y_metric"):
         if params.get(key):
@@ -520,9 +522,9 @@ def _check_parameters(run: Path, params: dict) -> None:
 
 
 def run_from_bench_args(argv: Sequence[str]) -> Path:
-    """The run folder that ``pytest -c bench/pytest.ini bench ARGV`` writes: ``--run``, else ``--profile``,
-    else ``default`` (as in bench/conftest.py), under :func:`bench.records.run_dir`."""
-    from bench.records import run_dir
+    """The run folder that ``pytest -c bench/suite/pytest.ini bench/suite ARGV`` writes: ``--run``, else ``--profile``,
+    else ``default`` (as in bench/suite/conftest.py), under :func:`bench.results.records.run_dir`."""
+    from bench.results.records import run_dir
 
     found: dict = {}
     it = iter(argv)

@@ -21,15 +21,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from entmax import entmax15, entmax_bisect
 
-from bench.masking import allowed_keys, block_scores, mask_scores
+from predictors.entmax import PARTIAL_K, partial_k  # noqa: F401  (PARTIAL_K: documented here)
+from predictors.masking import allowed_keys, block_scores, mask_scores
 
-PARTIAL_K = 16
 DENSE_METHODS = ("entmax15-topk", "entmax15-sort", "entmax-bisect", "softmax-sdpa")
-
-
-def partial_k(n: int) -> int:
-    """First partial-sort width of exact ``entmax15`` over rows of ``n`` entries (doubled where needed)."""
-    return min(n, PARTIAL_K)
 
 
 def dense_layer(view, method: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-SWEEP_DIR = Path(__file__).resolve().parent.parent / "predictors" / "sweeps"
+SWEEP_DIR = Path(__file__).resolve().parents[2] / "predictors" / "sweeps"
 PROFILES = ("smoke", "default", "full")
 
 

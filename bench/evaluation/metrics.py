@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import torch
 
-from bench.data.attention import LayerView
-from bench.gold import LayerGold, row_entmax
-from bench.masking import allowed_keys, block_scores
+from predictors.data import LayerView
+from predictors.entmax import row_entmax
+from predictors.masking import allowed_keys, block_scores
+from predictors.support import LayerGold
 
 METRICS = ("recall", "sparsity", "precision", "exact", "mass", "output_error")
 # Direction of each metric, for gates and Pareto fronts.

@@ -1,7 +1,7 @@
 """Downstream effect: the model run with every attention layer restricted to a fitted predictor's graph.
 
 For every dataset of the run that has a downstream task (``entmax-lm``: held-out bits per byte;
-``minilm``: cosine of sentence embeddings to the dense-entmax model; see :mod:`bench.downstream`) and
+``minilm``: cosine of sentence embeddings to the dense-entmax model; see :mod:`bench.evaluation.downstream`) and
 every predictor configuration of the profile's sweep that matches the profile's
 ``downstream_predictors`` glob(s) (and ``--predictors``, when given): fit on the fit samples
 (outside the timed part), then time the whole restricted run on the held-out inputs (prediction on the
@@ -10,7 +10,7 @@ and the effective sparsity. One record per configuration (kind ``downstream``), 
 reference of each dataset (name ``dense-entmax``, sparsity 0).
 
 The held-out inputs extend the data's seeded draw to the profile's ``downstream_samples`` draws and
-drop the fit samples (:func:`bench.downstream.downstream_set`). Torch predictors only: the FAISS twins
+drop the fit samples (:func:`bench.evaluation.downstream.downstream_set`). Torch predictors only: the FAISS twins
 predict the same graphs.
 """
 
@@ -19,18 +19,19 @@ from __future__ import annotations
 import pytest
 
 import predictors
-from bench.cases import dataset_id, time_record
-from bench.downstream import METRICS, downstream_set, run_restricted, score_results
+from bench.data.sources import dataset_id
 from bench.env import environment
 from bench.errors import BenchError
-from bench.records import record_path, write_json_atomic
+from bench.evaluation.downstream import METRICS, downstream_set, run_restricted, score_results
+from bench.execution.timing import time_record
+from bench.results.records import record_path, write_json_atomic
 
 DENSE = "dense-entmax"
 
 
 def downstream_cases(config) -> list[tuple[str, str]]:
     """``(dataset, predictor name or dense-entmax)`` of this session (see the module docstring)."""
-    from bench.sweeps import filter_names, sweep_names
+    from bench.config.sweeps import filter_names, sweep_names
 
     state = config.sparsebench
     prof = state["profile"]

@@ -1,0 +1,1 @@
+"""Configuration: which predictor configurations a profile runs (sweeps), and the profiles themselves."""

@@ -1,0 +1,1 @@
+"""Execution: dense attention references, sparse execution on a predicted graph, and timing helpers."""

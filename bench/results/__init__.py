@@ -1,0 +1,1 @@
+"""Results: durable per-configuration records, the run summary, and the regression gates."""
