@@ -40,11 +40,11 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import DataError
+from bench.evaluation.metric_table import higher_is_better
 from bench.execution.sparse_exec import ExecStats, graph_attention
 from predictors.data import LayerView
 
 METRICS = {"entmax-lm": "bpc", "minilm": "cosine"}
-HIGHER_IS_BETTER = {"bpc": False, "cosine": True}
 EVAL_BATCH = 8
 
 
@@ -293,7 +293,7 @@ def score_results(dset: DownstreamSet, results: list) -> dict:
         extra = {"cosine_to_softmax": float((emb * soft).sum(-1).mean()),
                  "reference_to_softmax": float((ref_emb * soft).sum(-1).mean())}
     return {"metric": dset.metric, "value": value, "reference": ref, "delta": value - ref,
-            "higher_is_better": HIGHER_IS_BETTER[dset.metric], "per_sample": per, **extra}
+            "higher_is_better": higher_is_better(dset.metric), "per_sample": per, **extra}
 
 
 def evaluate(dset: DownstreamSet, predictor=None, method: str = "masked") -> dict:

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import torch
 
+from bench.evaluation.metric_table import PAIR_METRICS
 from predictors.data import LayerView
 from predictors.entmax import row_entmax
 from predictors.masking import allowed_keys, block_scores
 from predictors.support import LayerGold
 
-METRICS = ("recall", "sparsity", "precision", "exact", "mass", "output_error")
-# Direction of each metric, for gates and Pareto fronts.
-HIGHER_IS_BETTER = {"recall": True, "sparsity": True, "precision": True, "exact": True, "mass": True,
-                    "output_error": False}
+METRICS = PAIR_METRICS  # directions, tolerances and labels: bench.evaluation.metric_table
 COUNTS = ("valid_pairs", "gold_pairs", "pred_pairs", "hit_pairs")
 
 

@@ -16,7 +16,7 @@ ceiling
     a family that reads the dense scores (``oracle-*``, :data:`CEILING_PREFIX`): drawn on every plot as
     the best any predictor could reach, never a winner of a "best family" statement.
 direction
-    whether a metric is better high or low (:data:`bench.evaluation.metrics.HIGHER_IS_BETTER`); ``output_error``
+    whether a metric is better high or low (:mod:`bench.evaluation.metric_table`); ``output_error``
     is better low, and every function here honours that.
 
 A point ``(x_j, y_j)`` *dominates* ``(x_i, y_i)`` when it is at least as good in both metrics and
@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.evaluation.metrics import HIGHER_IS_BETTER, METRICS
+from bench.evaluation.metric_table import higher_is_better  # noqa: F401  (part of this module's API)
+from bench.evaluation.metrics import METRICS
 
 BASELINE_SERIES = "window+sink"
 LEARNED_SINK_SERIES = "window+learned-sink"
@@ -45,19 +46,7 @@ LEARNED_SINK_SERIES = "window+learned-sink"
 CEILING_PREFIX = "oracle-"
 # Columns that identify a configuration's group in fronts and tables.
 GROUP = ("dataset", "series", "backend")
-# Derived configuration metrics, with their directions.
-EXTRA_DIRECTIONS = {"flops_ratio": False, "total_flops": False, "predict_seconds": False,
-                    "gold_sparsity": True}
 LEVELS = (0.8, 0.9, 0.95)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of ``metric``: :data:`bench.evaluation.metrics.HIGHER_IS_BETTER`, then the derived metrics here."""
-    if metric in HIGHER_IS_BETTER:
-        return HIGHER_IS_BETTER[metric]
-    if metric in EXTRA_DIRECTIONS:
-        return EXTRA_DIRECTIONS[metric]
-    raise BenchError(f"unknown metric {metric!r}; known: {', '.join([*HIGHER_IS_BETTER, *EXTRA_DIRECTIONS])}")
 
 
 def is_ceiling(series: str) -> bool:

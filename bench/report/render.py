@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.evaluation.metric_table import axis_label
 
 # Templates live in the source tree's notebooks/ (beside the package in a checkout; an installed wheel
 # does not carry them, so the current folder's notebooks/ is searched too: tox runs from the project root).
@@ -46,10 +47,6 @@ NOTEBOOKS = ("report",)
 KERNEL = "python3"
 BASELINE_COLOUR = "black"
 BACKEND_STYLE = {"torch": {"linestyle": "-", "marker": "o"}, "faiss": {"linestyle": "--", "marker": "X"}}
-AXIS_LABEL = {"sparsity": "sparsity (share of pairs not computed)", "recall": "recall of the gold graph",
-              "mass": "entmax mass recall", "output_error": "relative output error (lower is better)",
-              "precision": "precision", "exact": "share of exact rows",
-              "flops_ratio": "FLOPs / dense FLOPs (prediction + attention, lower is better)"}
 
 
 # ---------------------------------------------------------------- figures
@@ -134,8 +131,8 @@ def plot_tradeoff(configs, x: str, y: str, colours: dict, title: str = "", level
                 zorder=3 if series == "window+sink" else 2, **st)
     for level in levels:
         ax.axvline(level, color="grey", lw=0.8, ls=":", zorder=0)
-    ax.set_xlabel(AXIS_LABEL.get(x, x))
-    ax.set_ylabel(AXIS_LABEL.get(y, y))
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     _legend(ax, colours, configs["series"], configs["backend"])
@@ -204,10 +201,6 @@ def plot_scaling(scaling, reference: str = "entmax15-topk", title: str = ""):
     return fig
 
 
-METRIC_LABEL = {"bpc": "held-out bits per byte (lower is better)",
-                "cosine": "cosine to dense-entmax embeddings (higher is better)"}
-
-
 def plot_downstream(frame, colours: dict, title: str = ""):
     """Downstream metric against effective sparsity for one dataset (:func:`bench.report.pareto.downstream_frame`):
     every configuration as a faint point, each family's Pareto front (sparser and better, in the
@@ -232,7 +225,7 @@ def plot_downstream(frame, colours: dict, title: str = ""):
         ax.axhline(float(ref.dropna().iloc[0]), color="grey", ls="--", lw=1.2, zorder=0, label="dense entmax")
     metric = frame["metric"].iloc[0] if len(frame) else ""
     ax.set_xlabel("effective sparsity of the restricted run (share of pairs not computed)")
-    ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+    ax.set_ylabel(axis_label(metric))
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)

@@ -23,12 +23,9 @@ import math
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.evaluation.metric_table import default_gates
 
-DEFAULT_QUALITY = {
-    "recall": {"tolerance": 0.01, "higher_is_better": True},
-    "sparsity": {"tolerance": 0.01, "higher_is_better": True},
-    "exact": {"tolerance": 0.02, "higher_is_better": True},
-}
+DEFAULT_QUALITY = default_gates()  # bench.evaluation.metric_table: recall, sparsity, exact
 DEFAULT_SPEED = {"reference": "entmax15-topk", "factor": 5.0, "floor": 0.02}
 
 
