@@ -10,6 +10,7 @@ metrics score the model run on a predicted graph (:mod:`bench.evaluation.downstr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from bench.errors import BenchError
@@ -18,13 +19,15 @@ from bench.errors import BenchError
 @dataclass(frozen=True)
 class Metric:
     """One metric: ``higher_is_better`` gives its direction; ``tolerance`` is the default quality gate's
-    allowed worsening (``None``: not gated by default); ``label`` is the axis label of figures."""
+    allowed worsening (``None``: not gated by default); ``label`` is the axis label of figures;
+    ``phrase`` is how a sentence of the report names it (:func:`phrase`; empty: by its label)."""
 
     name: str
     kind: str
     higher_is_better: bool
     label: str
     tolerance: float | None = None
+    phrase: str = ""
 
 
 _ROWS = (
@@ -39,8 +42,14 @@ _ROWS = (
     Metric("flops_ratio", "config", False, "FLOPs / dense FLOPs (prediction + attention, lower is better)"),
     Metric("total_flops", "config", False, "FLOPs of prediction + attention"),
     Metric("predict_seconds", "config", False, "prediction time (s)"),
-    Metric("bpc", "downstream", False, "held-out bits per byte (lower is better)"),
-    Metric("cosine", "downstream", True, "cosine to dense-entmax embeddings (higher is better)"),
+    # The cosine of the dense model to itself is 1 by definition: its sentences leave the reference out.
+    Metric("bpc", "downstream", False, "held-out bits per byte (lower is better)",
+           phrase="held-out bits per byte (dense entmax: {reference:.3f}; {direction})"),
+    Metric("cosine", "downstream", True, "cosine to dense-entmax embeddings (higher is better)",
+           phrase="cosine to the dense-entmax embeddings ({direction})"),
+    # The downstream records' ``sparsity``: measured on the live queries and keys of the restricted run.
+    Metric("effective_sparsity", "downstream", True,
+           "effective sparsity of the restricted run (share of pairs not computed)"),
 )
 METRIC_TABLE: dict[str, Metric] = {m.name: m for m in _ROWS}
 PAIR_METRICS: tuple[str, ...] = tuple(m.name for m in _ROWS if m.kind == "pair")
@@ -55,6 +64,18 @@ def metric(name: str) -> Metric:
 
 def higher_is_better(name: str) -> bool:
     return metric(name).higher_is_better
+
+
+def direction_words(name: str) -> str:
+    """``"higher is better"`` or ``"lower is better"``: the direction of ``name`` in words."""
+    return "higher is better" if higher_is_better(name) else "lower is better"
+
+
+def phrase(name: str, reference: float = math.nan) -> str:
+    """How a sentence names ``name``: its ``phrase`` with ``{reference}`` (the dense model's value) and
+    ``{direction}`` (:func:`direction_words`) filled in, or its label when it has no phrase."""
+    m = metric(name)
+    return m.phrase.format(reference=reference, direction=direction_words(name)) if m.phrase else m.label
 
 
 def axis_label(name: str) -> str:
