@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
     p.add_argument("--no-speed", action="store_true", help="check quality only")
     p.set_defaults(func=cmd_compare)
-    from bench.report.render import add_report_parser
+    from bench.report.cli import add_report_parser
 
     add_report_parser(sub)
     return parser

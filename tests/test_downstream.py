@@ -1,5 +1,6 @@
 """bench.evaluation.downstream: models run with restricted attention; the records, summary and report tables of the
-downstream and sparse-execution benchmarks (bench.report.pareto, bench.results.summary, the report section)."""
+downstream and sparse-execution benchmarks (bench.report.frames, .pareto and .crossover, bench.results.summary,
+the report section)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from bench.errors import DataError
 from bench.evaluation.downstream import RestrictedAttention, downstream_set, evaluate, run_restricted, score_results
 from bench.evaluation.prepared import prepare
 from bench.report import pareto
+from bench.report.crossover import crossover, sparse_goal_sentences
+from bench.report.frames import downstream_frame, sparse_exec_frame, sparse_goal_frame
 from bench.results.records import record_path, write_json_atomic
 from bench.results.summary import summarise
 
@@ -227,7 +230,7 @@ DOWN = [down_rec("lm", "dense-entmax", "dense", 0.0, 1.5),
 
 
 def test_downstream_tables():
-    frame = pareto.downstream_frame({"downstream": DOWN})
+    frame = downstream_frame({"downstream": DOWN})
     assert list(frame.columns[:5]) == ["dataset", "backend", "name", "family", "series"]
     assert set(frame["series"]) == {"dense", "window+sink", "window", "sf-kmeans", "routing"}
     best = pareto.downstream_at_levels(frame, [0.9, 0.95])
@@ -245,9 +248,19 @@ def test_downstream_tables():
     lines = pareto.downstream_sentences(near, 0.9)
     assert lines[0].startswith("enc: cosine to the dense-entmax embeddings") and "routing 0.700" in lines[0]
     assert "dense entmax: 1.500" in lines[1] and lines[1].index("window+sink 1.700") < lines[1].index("sf-kmeans 1.800")
-    empty = pareto.downstream_frame({})
+    empty = downstream_frame({})
     assert empty.empty and pareto.downstream_at_levels(empty).empty and pareto.downstream_nearest(empty).empty
 
+
+
+def test_downstream_sentences_name_metrics_from_the_table():
+    from bench.evaluation.metric_table import axis_label, direction_words, phrase
+
+    assert phrase("bpc", 2.5) == "held-out bits per byte (dense entmax: 2.500; lower is better)"
+    assert phrase("cosine", 1.0) == "cosine to the dense-entmax embeddings (higher is better)"
+    assert phrase("recall") == axis_label("recall")  # no phrase: the label
+    assert direction_words("output_error") == "lower is better" and direction_words("effective_sparsity") == \
+        "higher is better"
 
 SX = [{"kind": "sparse_exec", "n": n, "backend": b, "method": m, "time": {"mean": t, "min": t}, "sparsity": sp}
       for n, b, m, t, sp in [(128, "dense", "entmax15-topk", 0.01, None), (512, "dense", "entmax15-topk", 0.1, None),
@@ -260,17 +273,17 @@ GOAL = [{"kind": "sparse_exec_goal", "n": 4096, "method": "km", "reference": "en
 
 
 def test_sparse_exec_tables():
-    sx = pareto.sparse_exec_frame({"sparse_exec": SX})
+    sx = sparse_exec_frame({"sparse_exec": SX})
     assert list(sx.columns) == ["n", "backend", "method", "time_mean", "time_min", "sparsity"]
-    cross = pareto.crossover(sx, "entmax15-topk").set_index("method")
+    cross = crossover(sx, "entmax15-topk").set_index("method")
     assert cross.loc["km", "crossover_n"] == 512 and cross.loc["km", "speedup_at_max"] == pytest.approx(2.0 / 0.3)
     assert math.isnan(cross.loc["slow", "crossover_n"])
-    goal = pareto.sparse_goal_frame({"sparse_exec_goal": GOAL})
+    goal = sparse_goal_frame({"sparse_exec_goal": GOAL})
     assert goal.iloc[0]["speedup_min"] == 6.5 and goal.iloc[0]["recall_minilm"] == 0.4
-    (line,) = pareto.sparse_goal_sentences(goal)
+    (line,) = sparse_goal_sentences(goal)
     assert "6.50x faster (medians: 6.00x faster) than dense entmax15-topk (meets the 5x goal)" in line
     assert "its recall is 0.400 at sparsity 0.930 (misses recall 0.9), 1.25x slower there" in line
-    assert pareto.sparse_goal_frame({}).empty and pareto.sparse_exec_frame({}).empty
+    assert sparse_goal_frame({}).empty and sparse_exec_frame({}).empty
 
 
 def test_summary_carries_the_new_records(tmp_path):

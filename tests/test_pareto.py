@@ -1,5 +1,5 @@
-"""bench.report.pareto on hand-built points with known answers: fronts, matched-sparsity tables, ties, NaNs,
-lower-is-better metrics, per-head grids and scaling crossovers."""
+"""bench.report (series, frames, pareto, heads, crossover) on hand-built points with known answers: fronts,
+matched-sparsity tables, ties, NaNs, lower-is-better metrics, per-head grids and scaling crossovers."""
 
 import json
 import math
@@ -9,7 +9,19 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
+from bench.evaluation.metric_table import higher_is_better
 from bench.report import pareto
+from bench.report.crossover import crossover, crossover_sentences
+from bench.report.frames import CONFIG_COLUMNS, configs_frame, environment_rows, heads_frame, load_run, scaling_frame
+from bench.report.heads import (
+    choose_config,
+    densest_heads,
+    gold_sparsity_matrix,
+    hardest_heads,
+    head_matrix,
+    heads_sentence,
+)
+from bench.report.series import is_ceiling, series_label
 
 nan = math.nan
 
@@ -78,8 +90,8 @@ def test_fronts_keep_torch_and_faiss_twins_apart():
 
 def test_unknown_metric_is_an_error():
     with pytest.raises(BenchError, match="unknown metric 'speed'"):
-        pareto.higher_is_better("speed")
-    assert pareto.higher_is_better("output_error") is False and pareto.higher_is_better("flops_ratio") is False
+        higher_is_better("speed")
+    assert higher_is_better("output_error") is False and higher_is_better("flops_ratio") is False
 
 
 # ---------------------------------------------------------------- matched-sparsity tables
@@ -158,12 +170,12 @@ def test_best_series_ties_and_nothing_reached():
 
 
 def test_series_labels():
-    assert pareto.series_label("window", {"w": 3, "g": 1}) == "window+sink"
-    assert pareto.series_label("window", {"w": 3, "g": 0}) == "window"
-    assert pareto.series_label("window", {"w": 3}) == "window"
-    assert pareto.series_label("window", {"g": nan}) == "window"
-    assert pareto.series_label("window", {"g": 2}) == "window+g2"
-    assert pareto.series_label("bigbird", {"g": 1}) == "bigbird"
+    assert series_label("window", {"w": 3, "g": 1}) == "window+sink"
+    assert series_label("window", {"w": 3, "g": 0}) == "window"
+    assert series_label("window", {"w": 3}) == "window"
+    assert series_label("window", {"g": nan}) == "window"
+    assert series_label("window", {"g": 2}) == "window+g2"
+    assert series_label("bigbird", {"g": 1}) == "bigbird"
 
 
 def test_configs_frame_numbers_only():
@@ -172,22 +184,22 @@ def test_configs_frame_numbers_only():
         "mean": {"recall": 0.5, "sparsity": 0.9, "output_error": None}, "time": {"mean": 0.01},
         "fit_seconds": 0.0, "prediction_flops": 10.0, "attention_flops": 30.0, "dense_flops": 400.0,
         "gold_sparsity": None}]}
-    row = pareto.configs_frame(summary).iloc[0]
+    row = configs_frame(summary).iloc[0]
     assert row["series"] == "window+sink" and bool(row["baseline"])
     assert row["total_flops"] == 40.0 and row["flops_ratio"] == 0.1
     assert math.isnan(row["output_error"]) and math.isnan(row["mass"]) and math.isnan(row["gold_sparsity"])
     assert row["param_w"] == 3 and row["predict_seconds"] == 0.01
-    assert list(pareto.configs_frame({}).columns) == pareto.CONFIG_COLUMNS
+    assert list(configs_frame({}).columns) == CONFIG_COLUMNS
 
 
 def test_load_run_needs_a_summary(tmp_path):
     with pytest.raises(BenchError, match="no summary.json"):
-        pareto.load_run(tmp_path)
+        load_run(tmp_path)
     (tmp_path / "summary.json").write_text("{")
     with pytest.raises(BenchError, match="not valid JSON"):
-        pareto.load_run(tmp_path)
+        load_run(tmp_path)
     (tmp_path / "summary.json").write_text(json.dumps({"predictors": [], "scaling": []}))
-    run = pareto.load_run(tmp_path)  # no results.csv: empty per-head frame, not an error
+    run = load_run(tmp_path)  # no results.csv: empty per-head frame, not an error
     assert run.heads.empty and run.configs.empty and run.scaling.empty and run.datasets == []
 
 
@@ -196,7 +208,7 @@ def test_environment_rows_name_the_corpus_hash_and_devices():
                "dense": [{"device": "cpu"}], "scaling": [{"device": "cuda"}],
                "predictors": [{"dataset": "d", "dataset_descriptor": {"corpus_sha256": "ab12", "samples": 8}},
                               {"dataset": "e", "dataset_descriptor": None}]}
-    rows = dict(pareto.environment_rows(summary).values.tolist())
+    rows = dict(environment_rows(summary).values.tolist())
     assert rows["torch"] == "2.13.0+cpu" and rows["faiss"] == ""
     assert rows["devices"] == "cpu, cuda"
     assert rows["data d: corpus_sha256"] == "ab12" and rows["data d: samples"] == "8"
@@ -221,12 +233,12 @@ def head_rows(gold=True):
             if gold:
                 row["gold_sparsity"] = g
             rows.append(row)
-    return pareto.heads_frame(pd.DataFrame(rows))
+    return heads_frame(pd.DataFrame(rows))
 
 
 def test_gold_matrix_recorded_and_estimated_agree():
-    rec, src = pareto.gold_sparsity_matrix(head_rows(gold=True), "d")
-    est, src2 = pareto.gold_sparsity_matrix(head_rows(gold=False), "d")
+    rec, src = gold_sparsity_matrix(head_rows(gold=True), "d")
+    est, src2 = gold_sparsity_matrix(head_rows(gold=False), "d")
     assert (src, src2) == ("recorded", "estimated")
     np.testing.assert_allclose(rec.to_numpy(), [[0.9, 0.95], [0.6, 0.8]])
     np.testing.assert_allclose(est.to_numpy(), rec.to_numpy())
@@ -235,28 +247,28 @@ def test_gold_matrix_recorded_and_estimated_agree():
 def test_estimated_gold_skips_zero_recall():
     df = head_rows(gold=False)
     df.loc[(df["layer"] == 0) & (df["head"] == 0), "recall"] = 0.0
-    est, _ = pareto.gold_sparsity_matrix(df, "d")
+    est, _ = gold_sparsity_matrix(df, "d")
     assert math.isnan(est.loc[0, 0]) and est.loc[1, 0] == pytest.approx(0.6)
 
 
 def test_head_matrix_of_one_configuration():
-    grid = pareto.head_matrix(head_rows(), "recall", "d", "good", "torch")
+    grid = head_matrix(head_rows(), "recall", "d", "good", "torch")
     assert grid.shape == (2, 2) and grid.loc[0, 1] == 0.8
     with pytest.raises(BenchError, match="no per-head rows"):
-        pareto.head_matrix(head_rows(), "recall", "d", "nope")
+        head_matrix(head_rows(), "recall", "d", "nope")
     with pytest.raises(BenchError, match="no column"):
-        pareto.head_matrix(head_rows(), "mass", "d")
+        head_matrix(head_rows(), "mass", "d")
 
 
 def test_hardest_and_densest_heads():
-    hard = pareto.hardest_heads(head_rows(), "d", "good", "torch", k=3)
+    hard = hardest_heads(head_rows(), "d", "good", "torch", k=3)
     # Recall ties (0.2, 0.2) are broken by the denser gold graph first.
     assert hard["head"].tolist() == ["L1H0", "L1H1", "L0H1"]
     assert hard["gold_density"].tolist() == pytest.approx([0.4, 0.2, 0.05])
     assert hard["density_rank"].tolist() == [1, 2, 4]
-    dense = pareto.densest_heads(head_rows(), "d", k=2)
+    dense = densest_heads(head_rows(), "d", k=2)
     assert dense["head"].tolist() == ["L1H0", "L1H1"]
-    text = pareto.heads_sentence("d", "good (torch)", hard, dense, k=1)
+    text = heads_sentence("d", "good (torch)", hard, dense, k=1)
     assert text == ("d: the hardest heads for good (torch) are L1H0 (recall 0.200, gold density 0.400); "
                     "the densest gold graphs are at L1H0 (0.400).")
 
@@ -264,13 +276,13 @@ def test_hardest_and_densest_heads():
 def test_choose_config():
     df = pd.DataFrame([cfg("a", 0.95, 0.3, backend="faiss"), cfg("a", 0.95, 0.3), cfg("b", 0.91, 0.6),
                        cfg("c", 0.5, 0.9)])
-    assert pareto.choose_config(df, "d")["name"] == "b"
-    named = pareto.choose_config(df, "d", "a")
+    assert choose_config(df, "d")["name"] == "b"
+    named = choose_config(df, "d", "a")
     assert (named["name"], named["backend"]) == ("a", "torch")  # torch before its faiss twin
-    assert pareto.choose_config(df, "d", level=0.99)["name"] == "a"  # none reaches: the sparsest
-    assert pareto.choose_config(df, "other") is None
+    assert choose_config(df, "d", level=0.99)["name"] == "a"  # none reaches: the sparsest
+    assert choose_config(df, "other") is None
     with pytest.raises(BenchError, match="no configuration 'zz'"):
-        pareto.choose_config(df, "d", "zz")
+        choose_config(df, "d", "zz")
 
 
 # ---------------------------------------------------------------- scaling
@@ -279,7 +291,7 @@ def test_choose_config():
 def scaling_rows(times: dict) -> pd.DataFrame:
     summary = {"scaling": [{"n": n, "backend": b, "method": m, "time": {"mean": t}}
                            for (b, m), series in times.items() for n, t in series.items()]}
-    return pareto.scaling_frame(summary)
+    return scaling_frame(summary)
 
 
 def test_crossover_known_answers():
@@ -293,7 +305,7 @@ def test_crossover_known_answers():
         ("torch", "always"): {128: 0.1, 256: 0.1, 512: 0.1, 1024: 0.1},
         ("faiss", "always"): {128: 0.2, 256: 0.2, 512: 0.2, 2048: 0.2},    # 2048: no reference there
     })
-    got = pareto.crossover(s, "entmax15-topk").set_index(["backend", "method"])
+    got = crossover(s, "entmax15-topk").set_index(["backend", "method"])
     assert got.loc[("torch", "late"), "crossover_n"] == 512
     assert got.loc[("torch", "flip"), "crossover_n"] == 512
     assert math.isnan(got.loc[("torch", "never"), "crossover_n"])
@@ -302,7 +314,7 @@ def test_crossover_known_answers():
     assert got.loc[("torch", "always"), "speedup_at_max"] == pytest.approx(80.0)
     assert got.loc[("faiss", "always"), "n_max"] == 512  # only n timed for both count
     assert got.loc[("torch", "late"), "verdict"] == "cheaper from n = 512"
-    lines = dict(zip(got.index, pareto.crossover_sentences(got.reset_index(), "entmax15-topk")))
+    lines = dict(zip(got.index, crossover_sentences(got.reset_index(), "entmax15-topk")))
     assert lines[("torch", "late")] == ("late (torch): cheaper from n = 512 than dense entmax15-topk "
                                         "(2x faster at n = 1024).")
     assert lines[("torch", "never")].endswith("(2x slower at n = 1024).")
@@ -310,22 +322,22 @@ def test_crossover_known_answers():
 
 def test_crossover_without_the_reference():
     s = scaling_rows({("dense", "softmax-sdpa"): {128: 1.0}, ("torch", "a"): {128: 0.5}})
-    row = pareto.crossover(s, "entmax15-topk").iloc[0]
+    row = crossover(s, "entmax15-topk").iloc[0]
     assert math.isnan(row["crossover_n"]) and row["verdict"] == "entmax15-topk not timed at the same n"
 
 
 def test_learned_sink_series_and_ceiling_prefix():
-    assert pareto.series_label("window", {"w": 3, "s": 2}) == "window+learned-sink"
-    assert pareto.series_label("window", {"w": 3, "g": 1, "s": 1}) == "window+sink+learned-sink"
-    assert pareto.series_label("window", {"w": 3, "g": 0, "s": nan}) == "window"
-    assert pareto.series_label("sf-kmeans", {"s": 1}) == "sf-kmeans"
+    assert series_label("window", {"w": 3, "s": 2}) == "window+learned-sink"
+    assert series_label("window", {"w": 3, "g": 1, "s": 1}) == "window+sink+learned-sink"
+    assert series_label("window", {"w": 3, "g": 0, "s": nan}) == "window"
+    assert series_label("sf-kmeans", {"s": 1}) == "sf-kmeans"
     # The reports recognise ceilings by name: every registered ceiling must follow the convention.
     from predictors.registry import TORCH_FAMILIES, family_class
 
     ceilings = sorted(f for f in TORCH_FAMILIES if getattr(family_class(f), "ceiling", False))
     assert ceilings == ["oracle-margin", "oracle-thr", "oracle-topk"]
-    assert all(pareto.is_ceiling(f) for f in ceilings)
-    assert not any(pareto.is_ceiling(f) for f in TORCH_FAMILIES if f not in ceilings)
+    assert all(is_ceiling(f) for f in ceilings)
+    assert not any(is_ceiling(f) for f in TORCH_FAMILIES if f not in ceilings)
 
 
 def test_best_series_excludes_ceilings_and_states_the_gap():
@@ -344,4 +356,4 @@ def test_best_series_excludes_ceilings_and_states_the_gap():
     assert lines[1] == ("e: no cheap configuration reaches sparsity >= 0.9. "
                         "The ceiling (oracle-margin, not cheap) reaches 0.970.")
     # The per-head view picks the best cheap configuration, never the ceiling.
-    assert pareto.choose_config(df, "d")["name"] == "sf-kmeans-b"
+    assert choose_config(df, "d")["name"] == "sf-kmeans-b"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import BenchError
-from bench.report import render as report
+from bench.report import cli, outputs, render
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "notebooks" / "report.ipynb"
 LAYERS, HEADS = 2, 3
@@ -92,7 +92,7 @@ def rendered(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     run = base / "runs" / "tiny-run"
     write_tiny_run(run)
-    paths = report.render(run, notebooks=[TEMPLATE])
+    paths = render.render(run, notebooks=[TEMPLATE])
     return run, run / "report", paths
 
 
@@ -150,7 +150,7 @@ def test_rerender_replaces_stale_figures(rendered, tmp_path):
     copy = tmp_path / "report"
     shutil.copytree(out, copy)
     (copy / "figures" / "mine.png").write_bytes(b"not ours")
-    report._clean_previous(copy)  # what render does before executing again
+    render._clean_previous(copy)  # what render does before executing again
     # What the last render listed is gone, anything else stays.
     assert not (copy / "figures" / "tradeoff-sparsity-recall--tiny.png").exists()
     assert not (copy / "tables" / "matched-sparsity-recall.csv").exists()
@@ -198,7 +198,7 @@ def test_html_opens_in_headless_chromium(rendered, tmp_path):
 
 
 def test_template_parameters_cell_is_literal_only():
-    params = report.notebook_parameters(TEMPLATE)
+    params = render.notebook_parameters(TEMPLATE)
     assert {"run_dir", "dataset", "x_metric", "y_metric", "levels", "level", "predictor", "reference",
             "out_dir", "manifest"} <= set(params)
     assert params["x_metric"] == "sparsity" and params["y_metric"] == "recall"
@@ -210,44 +210,44 @@ def test_parameters_cell_rules(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("a = 1\nb = f(2)", metadata={"tags": ["parameters"]})]
     nbformat.write(nb, tmp_path / "bad.ipynb")
     with pytest.raises(BenchError, match="b is not a literal"):
-        report.notebook_parameters(tmp_path / "bad.ipynb")
+        render.notebook_parameters(tmp_path / "bad.ipynb")
     nb.cells = [nbformat.v4.new_code_cell("a = 1")]
     nbformat.write(nb, tmp_path / "none.ipynb")
     with pytest.raises(BenchError, match="exactly one cell tagged 'parameters'"):
-        report.notebook_parameters(tmp_path / "none.ipynb")
+        render.notebook_parameters(tmp_path / "none.ipynb")
 
 
 def test_render_rejects_bad_input_before_starting_a_kernel(tmp_path):
     with pytest.raises(BenchError, match="no summary.json"):
-        report.render(tmp_path)
+        render.render(tmp_path)
     run = tmp_path / "run"
     write_tiny_run(run)
     with pytest.raises(BenchError, match="has no parameter colour"):
-        report.render(run, notebooks=[TEMPLATE], parameters={"colour": "red"})
+        render.render(run, notebooks=[TEMPLATE], parameters={"colour": "red"})
     with pytest.raises(BenchError, match="no dataset 'nope'; it has: tiny, tiny2"):
-        report.render(run, notebooks=[TEMPLATE], parameters={"dataset": "nope"})
+        render.render(run, notebooks=[TEMPLATE], parameters={"dataset": "nope"})
     with pytest.raises(BenchError, match="unknown metric 'speed'"):
-        report.render(run, notebooks=[TEMPLATE], parameters={"y_metric": "speed"})
+        render.render(run, notebooks=[TEMPLATE], parameters={"y_metric": "speed"})
     with pytest.raises(BenchError, match="template nope.ipynb not found"):
-        report.render(run, notebooks=["nope"])
+        render.render(run, notebooks=["nope"])
     with pytest.raises(BenchError, match="run_dir are set by render itself"):
-        report.render(run, notebooks=[TEMPLATE], parameters={"run_dir": "elsewhere"})
+        render.render(run, notebooks=[TEMPLATE], parameters={"run_dir": "elsewhere"})
     assert not (run / "report").exists()  # nothing written on bad input
 
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):
-    assert report.main([str(tmp_path)]) == 2
+    assert cli.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sparsebench: error: ") and err.count("\n") == 1
 
 
 def test_run_from_bench_args(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARSEBENCH_REPORTS", str(tmp_path))
-    assert report.run_from_bench_args([]) == tmp_path / "runs" / "default"
-    assert report.run_from_bench_args(["--profile", "smoke", "--dataset", "file:x"]) == tmp_path / "runs" / "smoke"
-    assert report.run_from_bench_args(["--profile=smoke", "--run=mine"]) == tmp_path / "runs" / "mine"
+    assert cli.run_from_bench_args([]) == tmp_path / "runs" / "default"
+    assert cli.run_from_bench_args(["--profile", "smoke", "--dataset", "file:x"]) == tmp_path / "runs" / "smoke"
+    assert cli.run_from_bench_args(["--profile=smoke", "--run=mine"]) == tmp_path / "runs" / "mine"
     args = argparse.ArgumentParser()
-    report.add_arguments(args)
+    cli.add_arguments(args)
     parsed = args.parse_args(["--bench-args", "--profile", "smoke", "-k", "window"])
     assert parsed.bench_args == ["--profile", "smoke", "-k", "window"] and parsed.run is None
     parsed = args.parse_args(["--bench-args"])
@@ -257,24 +257,24 @@ def test_run_from_bench_args(monkeypatch, tmp_path):
 def test_add_report_parser_hooks_into_a_cli():
     parser = argparse.ArgumentParser(prog="sparsebench")
     sub = parser.add_subparsers(dest="command", required=True)
-    report.add_report_parser(sub)
+    cli.add_report_parser(sub)
     args = parser.parse_args(["report", "reports/runs/smoke", "--out", "x", "--y", "mass"])
-    assert args.func is report.cmd_report and args.out == "x" and args.y_metric == "mass"
+    assert args.func is cli.cmd_report and args.out == "x" and args.y_metric == "mass"
 
 
 def test_markdown_table():
     df = pd.DataFrame({"a|b": ["x|y", None], "v": [0.12345, math.nan], "n": [3, 4]})
-    assert report.markdown_table(df) == ("| a\\|b | v | n |\n|---|---|---|\n| x\\|y | 0.123 | 3 |\n| – | – | 4 |")
+    assert outputs.markdown_table(df) == ("| a\\|b | v | n |\n|---|---|---|\n| x\\|y | 0.123 | 3 |\n| – | – | 4 |")
 
 
 def test_file_id():
-    assert report.file_id("file:/data/my run.safetensors") == "file-my_run"
-    assert report.file_id("minilm") == "minilm"
+    assert outputs.file_id("file:/data/my run.safetensors") == "file-my_run"
+    assert outputs.file_id("minilm") == "minilm"
 
 
 @pytest.mark.parametrize("count", [1, 9, 10, 18, 25])
 def test_series_colours_are_distinct_and_never_grey(count):
-    from bench.report.render import colours
+    from bench.report.figures import colours
 
     cs = [tuple(round(x, 6) for x in c) for c in colours(count)]
     assert len(cs) == count == len(set(cs))
@@ -282,10 +282,11 @@ def test_series_colours_are_distinct_and_never_grey(count):
 
 
 def test_shown_path_is_relative_inside_the_current_folder(tmp_path, monkeypatch):
-    from bench.report.render import shown_path
+    from bench.report.outputs import shown_path
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reports" / "reference").mkdir(parents=True)
     assert shown_path(tmp_path / "reports" / "reference") == "reports/reference"
     assert shown_path("reports/reference") == "reports/reference"
     assert shown_path("/somewhere/else") == "/somewhere/else"
+

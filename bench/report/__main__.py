@@ -1,7 +1,7 @@
-"""``python -m bench.report``: render a finished run's report (see :mod:`bench.report.render`)."""
+"""``python -m bench.report``: render a finished run's report (see :mod:`bench.report.cli`)."""
 
 import sys
 
-from bench.report.render import main
+from bench.report.cli import main
 
 sys.exit(main())
