@@ -290,3 +290,43 @@ def test_shown_path_is_relative_inside_the_current_folder(tmp_path, monkeypatch)
     assert shown_path("reports/reference") == "reports/reference"
     assert shown_path("/somewhere/else") == "/somewhere/else"
 
+
+def _kernel_running(monkeypatch, exe: str, interpreter: str) -> None:
+    """Make kernel ``python3`` run ``exe`` while this interpreter is ``interpreter``."""
+    from types import SimpleNamespace
+
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = SimpleNamespace(argv=[exe, "-m", "ipykernel_launcher"], resource_dir="/kernels/python3")
+    monkeypatch.setattr(KernelSpecManager, "get_kernel_spec", lambda self, name: spec)
+    monkeypatch.setattr(render.sys, "executable", interpreter)
+
+
+def test_check_kernel_follows_links_to_one_binary(tmp_path, monkeypatch):
+    # A venv's bin/python and bin/python3 are two links to one binary: the same interpreter.
+    binary = tmp_path / "base" / "python3.11"
+    binary.parent.mkdir()
+    binary.write_text("")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {binary.parent}\n")
+    (venv / "bin" / "python").symlink_to(binary)
+    (venv / "bin" / "python3").symlink_to("python")
+    _kernel_running(monkeypatch, str(venv / "bin" / "python3"), str(venv / "bin" / "python"))
+    render.check_kernel()
+    assert render.same_interpreter(str(venv / "bin" / "python3"), str(venv / "bin" / "python"))
+    # Another venv links to that binary too, but runs other packages: not this interpreter.
+    other = tmp_path / "other"
+    (other / "bin").mkdir(parents=True)
+    (other / "pyvenv.cfg").write_text(f"home = {binary.parent}\n")
+    (other / "bin" / "python3").symlink_to(binary)
+    _kernel_running(monkeypatch, str(other / "bin" / "python3"), str(venv / "bin" / "python"))
+    with pytest.raises(BenchError, match="runs .*other/bin/python3, not this interpreter"):
+        render.check_kernel()
+    # A different binary is not this interpreter either.
+    elsewhere = tmp_path / "elsewhere" / "python3"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("")
+    _kernel_running(monkeypatch, str(elsewhere), str(venv / "bin" / "python"))
+    with pytest.raises(BenchError, match="not this interpreter"):
+        render.check_kernel()

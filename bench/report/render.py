@@ -90,9 +90,25 @@ def check_kernel() -> None:
         raise BenchError(f"no Jupyter kernel {KERNEL!r} found; python -m ipykernel install --sys-prefix") from None
     exe = spec.argv[0] if spec.argv else ""
     bare = {"python", "python3", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
-    if exe not in bare and os.path.abspath(exe) != os.path.abspath(sys.executable):
+    if exe not in bare and not same_interpreter(exe, sys.executable):
         raise BenchError(f"the Jupyter kernel {KERNEL!r} ({spec.resource_dir}) runs {exe}, not this "
                          f"interpreter {sys.executable}; remove or fix that kernelspec")
+
+
+def same_interpreter(a: str, b: str) -> bool:
+    """Whether executables ``a`` and ``b`` run one Python with the same packages.
+
+    They must be one binary once links are followed (a venv's ``python`` and ``python3`` are links to
+    one), in one environment: every venv's ``python`` links to its base interpreter, so two venvs share
+    that binary but not their packages; the folder above ``bin/`` that holds ``pyvenv.cfg`` tells them apart.
+    """
+    return os.path.realpath(a) == os.path.realpath(b) and _venv_root(a) == _venv_root(b)
+
+
+def _venv_root(exe: str) -> str | None:
+    # The link itself is not followed (it leads out of the venv), only the folders it sits in.
+    root = os.path.dirname(os.path.realpath(os.path.dirname(os.path.abspath(exe))))
+    return root if os.path.isfile(os.path.join(root, "pyvenv.cfg")) else None
 
 
 def _clean_previous(out: Path) -> None:
