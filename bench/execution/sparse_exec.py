@@ -45,8 +45,8 @@ Both take ``q``, ``k``, ``v`` ``[S, H, T, D]`` (padding at the end, ``lengths`` 
 run on any torch device (no custom kernel); only the CPU is benchmarked here, and the tests of a CUDA
 device skip where there is none.
 
-:func:`dense_attention` gives the dense references of the speed comparison (``P V`` included, so every
-method produces the same attention output).
+:func:`bench.execution.dense.dense_attention` gives the dense references of the speed comparison
+(``P V`` included, so every method produces the same attention output).
 """
 
 from __future__ import annotations
@@ -55,14 +55,12 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from entmax import entmax15, entmax_bisect
 
 from bench.errors import BenchError
-from bench.execution.dense import DENSE_METHODS
-from predictors.entmax import BISECT_ITERS, partial_k, row_entmax
+from bench.execution.dense import DENSE_METHODS, dense_attention  # noqa: F401  (re-exported)
+from predictors.entmax import partial_k, row_entmax
 from predictors.graphs import CodeGraph, GlobalGraph, KeyListGraph, PredictedGraph, UnionGraph, WindowGraph
-from predictors.masking import MASK_GAP, allowed_keys, mask_scores
+from predictors.masking import MASK_GAP, allowed_keys
 
 DEFAULT_CHUNK = 32
 DEFAULT_RATIO = 1.25
@@ -845,33 +843,3 @@ def graph_attention(q, k, v, lengths, causal, scale, graph, alpha=1.5, method: s
     if graph is not None and method != "masked" and (method == "sparse" or supports(graph)):
         return sparse_entmax_attention(q, k, v, lengths, causal, scale, graph, alpha, stats=stats)
     return masked_entmax_attention(q, k, v, lengths, causal, scale, graph, alpha, stats=stats)
-
-
-# ---------------------------------------------------------------- dense references
-
-
-def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
-                    method: str) -> torch.Tensor:
-    """Dense attention of one sample, all heads: ``q``, ``k`` ``[H, n, D]``, ``v`` ``[H, n, Dv]`` -> ``[H, n, Dv]``.
-
-    ``entmax15-topk`` (scores, exact entmax15 with a partial sort of :func:`bench.execution.dense.partial_k` ``(n)``
-    entries, the fastest exact dense computation here), ``entmax15-sort`` (full sort),
-    ``entmax-bisect`` (bisection, 50 iterations) and ``softmax-sdpa`` (PyTorch's fused softmax
-    ``scaled_dot_product_attention``, not entmax: the everyday dense attention), each times ``v``.
-    """
-    if method not in DENSE_METHODS:
-        raise BenchError(f"unknown dense method {method!r}; known: {', '.join(DENSE_METHODS)}")
-    n = q.shape[1]
-    if method == "softmax-sdpa":
-        return F.scaled_dot_product_attention(q[None], k[None], v[None], is_causal=causal, scale=scale)[0]
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
-    if causal:
-        scores = mask_scores(scores, allowed_keys(0, n, n, True, device=q.device))
-    if method == "entmax15-topk":
-        k_ = partial_k(n)
-        p = entmax15(scores, dim=-1, k=k_ if k_ < n else None)
-    elif method == "entmax15-sort":
-        p = entmax15(scores, dim=-1)
-    else:
-        p = entmax_bisect(scores, alpha=1.5, dim=-1, n_iter=BISECT_ITERS)
-    return torch.matmul(p, v)
