@@ -58,7 +58,7 @@ def trained(corpus):
 
 def _windows(corpus, n=4, t=48):
     _, heldout = elm.split_corpus(corpus)
-    return torch.stack([elm._as_tensor(heldout[i * t : (i + 1) * t]) for i in range(n)])
+    return torch.stack([elm.byte_tensor(heldout[i * t : (i + 1) * t]) for i in range(n)])
 
 
 def test_same_seed_gives_identical_weights_and_captures(corpus, trained):
@@ -232,7 +232,7 @@ def test_entmax_lm_data_shapes_lengths_and_descriptor(corpus, tmp_cache):
     assert [len(w) for w in windows] == data.lengths.tolist()
     x = torch.full((5, data.max_len), ord(" "), dtype=torch.long)
     for i, w in enumerate(windows):
-        x[i, : len(w)] = elm._as_tensor(w)
+        x[i, : len(w)] = elm.byte_tensor(w)
     with torch.no_grad():
         _, cap = model(x, lengths=data.lengths, capture=True)
     gold = compute_gold(data)

@@ -22,18 +22,13 @@ from bench.data.entmax_lm import entmax_attention
 from bench.data.synthetic import synthetic
 from bench.errors import BenchError
 from bench.evaluation.prepared import gold_for
-from bench.execution.sparse_exec import (
-    DENSE_METHODS,
-    ExecStats,
-    UnsupportedGraph,
-    dense_attention,
-    entmax15_rows,
-    graph_attention,
-    masked_entmax_attention,
-    row_entmax,
-    sparse_entmax_attention,
-    supports,
-)
+from bench.execution.dense import DENSE_METHODS, dense_attention
+from bench.execution.exec_stats import ExecStats
+from bench.execution.masked import masked_entmax_attention
+from bench.execution.plan import STRATEGIES, SparsePlan, Unsupported, UnsupportedGraph, sparse_plan, supports
+from bench.execution.row_entmax import entmax15_rows
+from bench.execution.sparse_exec import graph_attention, sparse_entmax_attention
+from predictors.entmax import row_entmax
 from predictors.graphs import BlockGraph, CodeGraph, DistanceGraph, GlobalGraph, KeyListGraph, UnionGraph, WindowGraph
 
 ATOL = 2e-5
@@ -183,10 +178,27 @@ def test_widened_candidates_when_the_support_is_large():
     assert st.support_pairs.sum() > 0.9 * st.pred_pairs.sum()
 
 
-@pytest.mark.parametrize("name", ["code-top1", "code-top2", "union"])
+@pytest.mark.parametrize("name", ["code-top1", "union", "keys", "globals"])
 def test_other_alpha(name):
     q, k, v, lengths = data(t=60, seed=5)
     check_equal(q, k, v, lengths, True, graphs(3, 2, 60, seed=5)[name], alpha=1.3)
+
+
+@pytest.mark.parametrize("name", ["code-top2", "code-rounds", "union-top2", "two-code-graphs"])
+def test_several_codes_per_query_need_alpha_15(name):
+    # Their exact threshold is 1.5-entmax's: at another alpha the plan says so, and sparse execution
+    # raises instead of computing the masked reference behind the caller's back.
+    q, k, v, lengths = data(t=60, seed=5)
+    graph = graphs(3, 2, 60, seed=5)[name]
+    assert sparse_plan(graph).strategy == "code-candidates"
+    plan = sparse_plan(graph, alpha=1.3)
+    assert isinstance(plan, Unsupported) and not plan.supported and not supports(graph, alpha=1.3)
+    assert plan.graph_type == "CodeGraph" and "CodeGraph" in plan.reason and "alpha = 1.3" in plan.reason
+    with pytest.raises(UnsupportedGraph, match="needs alpha = 1.5"):
+        sparse_entmax_attention(q, k, v, lengths, True, 0.5, graph, alpha=1.3)
+    # The caller may still ask for the reference, explicitly.
+    auto = graph_attention(q, k, v, lengths, True, 0.5, graph, alpha=1.3)
+    assert torch.equal(auto, masked_entmax_attention(q, k, v, lengths, True, 0.5, graph, alpha=1.3))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -258,6 +270,9 @@ def test_unsupported_graphs_and_dispatch():
     blocks = BlockGraph(torch.ones(1, 2, 2, 2, dtype=torch.bool), 16)
     for g in (dist, blocks, UnionGraph([WindowGraph(3, 2), dist])):
         assert not supports(g)
+        plan = sparse_plan(g)
+        assert isinstance(plan, Unsupported) and not plan.supported
+        assert plan.graph_type in ("DistanceGraph", "BlockGraph") and plan.graph_type in plan.reason
         with pytest.raises(UnsupportedGraph, match="not (DistanceGraph|BlockGraph)"):
             sparse_entmax_attention(q, k, v, lengths, False, 0.5, g)
         auto = graph_attention(q, k, v, lengths, False, 0.5, g)
@@ -268,6 +283,22 @@ def test_unsupported_graphs_and_dispatch():
         sparse_entmax_attention(q, k, v, lengths, False, 0.5, WindowGraph(3, 3))
     with pytest.raises(BenchError, match="lengths must be"):
         masked_entmax_attention(q, k, v, torch.tensor([31]), False, 0.5, None)
+
+
+def test_the_plan_is_explicit_for_every_graph():
+    # Each supported graph maps to one named strategy; an unsupported one to a reason naming its type.
+    want = {"window": "rows", "globals": "rows", "sinks-only": "rows", "keys": "rows", "empty": "rows",
+            "code-top1": "code-blocks", "union": "code-blocks", "code-uneven": "code-blocks"}
+    for name, graph in graphs(1, 2, 8).items():
+        plan = sparse_plan(graph)
+        assert isinstance(plan, SparsePlan) and plan.supported and plan.strategy in STRATEGIES, name
+        assert plan.strategy == want.get(name, "code-candidates"), name
+    blocks = BlockGraph(torch.ones(1, 2, 1, 1, dtype=torch.bool), 8)
+    nested = UnionGraph([WindowGraph(3, 2), UnionGraph([GlobalGraph((0,), 2), blocks])])
+    plan = sparse_plan(nested)
+    assert not plan.supported and plan.graph_type == "BlockGraph"
+    assert plan.reason == ("sparse execution supports CodeGraph, KeyListGraph, WindowGraph, GlobalGraph and their "
+                           "unions, not BlockGraph (a part of a UnionGraph)")
 
 
 @pytest.mark.parametrize("causal", [False, True])

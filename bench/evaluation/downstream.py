@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from bench.errors import DataError
 from bench.evaluation.metric_table import higher_is_better
-from bench.execution.sparse_exec import ExecStats, graph_attention
+from bench.execution.exec_stats import ExecStats
+from bench.execution.sparse_exec import graph_attention
 from predictors.data import LayerView
 
 METRICS = {"entmax-lm": "bpc", "minilm": "cosine"}

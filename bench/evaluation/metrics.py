@@ -80,7 +80,12 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
                     p_hat[redo] = row_entmax(scores[redo], pred[redo], view.alpha)  # empty rows: all zero
                     diff = torch.bmm(p_hat, v) - out
                     acc["err_sq"][s] += (diff * redo[..., None]).pow(2).sum((1, 2)).double()
-    lengths = view.lengths.double()[:, None]
+    return _metrics(acc, view.lengths.double()[:, None], view.v is not None)
+
+
+def _metrics(acc: dict[str, torch.Tensor], lengths: torch.Tensor, has_v: bool) -> dict[str, torch.Tensor]:
+    """The metrics of the module docstring from the sums ``acc`` ``[S, H]`` of :func:`score_layer` and the
+    valid tokens ``lengths`` ``[S, 1]``; ``output_error`` is NaN without values (``has_v`` false)."""
     res = {name: acc[name] for name in COUNTS}
     res["sparsity"] = 1.0 - acc["pred_pairs"] / acc["valid_pairs"]
     res["recall"] = acc["hit_pairs"] / acc["gold_pairs"]
@@ -88,10 +93,10 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
                                    torch.full_like(acc["pred_pairs"], float("nan")))
     res["exact"] = acc["exact_rows"] / lengths
     res["mass"] = acc["mass_sum"] / acc["gold_mass"]
-    if view.v is None:
-        res["output_error"] = torch.full_like(acc["out_sq"], float("nan"))
-    else:
+    if has_v:
         res["output_error"] = acc["err_sq"].sqrt() / acc["out_sq"].sqrt()
+    else:
+        res["output_error"] = torch.full_like(acc["out_sq"], float("nan"))
     return res
 
 

@@ -1,6 +1,6 @@
-"""Dense references: what a predictor's prediction time is compared with, in the same run.
+"""Dense references: what a predictor's prediction time, and sparse execution, are compared with.
 
-For every eval sample (its ``n`` valid tokens, all heads of a layer at once):
+For one sample (its ``n`` valid tokens, all heads of a layer at once), :func:`dense_attention` runs
 
 * ``entmax15-topk``: scores ``scale Q K^T`` plus exact ``entmax15`` with partial sort of the
   :data:`PARTIAL_K` largest scores per row (``entmax15`` doubles ``k`` for the rows whose support fills
@@ -9,42 +9,75 @@ For every eval sample (its ``n`` valid tokens, all heads of a layer at once):
   synthetic heads: k = 16 took half the time of k = 0.1 n, a quarter of the full sort's; on MiniLM
   rows of ~500 keys 16-32 were best).
 * ``entmax15-sort``: scores plus ``entmax15`` with a full sort.
-* ``entmax-bisect``: scores plus ``entmax_bisect(alpha=1.5)`` (50 iterations).
+* ``entmax-bisect``: scores plus ``entmax_bisect(alpha=1.5)`` (:data:`BISECT_ITERS` = 50 iterations).
 * ``softmax-sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` (softmax, fused, and it
   includes ``P V``), the everyday dense attention.
 
-The entmax references stop at the probabilities (no ``P V``), as the gold graph does.
+With ``values=False`` the entmax references stop at the probabilities (no ``P V``), as the gold graph
+does: that is what the dense benchmark times (:func:`dense_layer`, over every sample of a layer). With
+``values=True`` every method ends with the attention output ``P V``, so the sparse-execution benchmark
+compares like with like.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from entmax import entmax15, entmax_bisect
 
-from predictors.entmax import PARTIAL_K, partial_k  # noqa: F401  (PARTIAL_K: documented here)
+from bench.errors import BenchError
+from predictors.entmax import BISECT_ITERS, PARTIAL_K, partial_k  # noqa: F401  (PARTIAL_K: documented here)
 from predictors.masking import allowed_keys, block_scores, mask_scores
 
 DENSE_METHODS = ("entmax15-topk", "entmax15-sort", "entmax-bisect", "softmax-sdpa")
 
 
-def dense_layer(view, method: str) -> None:
-    """Run one dense reference over all samples of a layer view (results are discarded)."""
+def check_method(method: str) -> None:
+    """Raise :class:`BenchError` naming the known methods unless ``method`` is one of :data:`DENSE_METHODS`."""
     if method not in DENSE_METHODS:
-        raise ValueError(f"unknown dense method {method!r}; known: {', '.join(DENSE_METHODS)}")
+        raise BenchError(f"unknown dense method {method!r}; known: {', '.join(DENSE_METHODS)}")
+
+
+def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor | None, causal: bool, scale: float,
+                    method: str, values: bool = True) -> torch.Tensor:
+    """Dense attention of one sample, all heads, by ``method`` (module docstring).
+
+    Parameters
+    ----------
+    q, k : float ``[H, n, D]``, unscaled
+    v : float ``[H, n, Dv]``; needed for ``values`` and for ``softmax-sdpa`` (``None``: ``k`` stands in)
+    causal : restrict query ``i`` to keys ``j <= i``
+    scale : multiplies ``q . k``
+    method : one of :data:`DENSE_METHODS`
+    values : multiply the probabilities by ``v``
+
+    Returns
+    -------
+    float32 ``[H, n, Dv]`` (``P V``) when ``values`` or for ``softmax-sdpa`` (fused: it always includes
+    ``P V``); otherwise the probabilities ``P`` ``[H, n, n]``.
+    """
+    check_method(method)
+    n = q.shape[1]
+    if method == "softmax-sdpa":
+        v = k if v is None else v
+        return F.scaled_dot_product_attention(q[None].float(), k[None].float(), v[None].float(),
+                                              is_causal=causal, scale=scale)[0]
+    scores = block_scores(q, k, scale)
+    if causal:
+        scores = mask_scores(scores, allowed_keys(0, n, n, True, device=q.device))
+    if method == "entmax15-topk":
+        p = entmax15(scores, dim=-1, k=partial_k(n))  # entmax15 sorts fully when k >= n
+    elif method == "entmax15-sort":
+        p = entmax15(scores, dim=-1)
+    else:
+        p = entmax_bisect(scores, alpha=1.5, dim=-1, n_iter=BISECT_ITERS)
+    return torch.matmul(p, v.float()) if values else p
+
+
+def dense_layer(view, method: str) -> None:
+    """Run one dense reference over all samples of a layer view, probabilities only (results discarded)."""
+    check_method(method)
     for s in range(view.q.shape[0]):
         n = int(view.lengths[s])
-        q, k = view.q[s, :, :n], view.k[s, :, :n]
-        if method == "softmax-sdpa":
-            v = view.v[s, :, :n] if view.v is not None else k
-            F.scaled_dot_product_attention(q[None].float(), k[None].float(), v[None].float(),
-                                           is_causal=view.causal, scale=view.scale)
-            continue
-        scores = block_scores(q, k, view.scale)
-        if view.causal:
-            scores = mask_scores(scores, allowed_keys(0, n, n, True))
-        if method == "entmax15-topk":
-            entmax15(scores, dim=-1, k=partial_k(n))
-        elif method == "entmax15-sort":
-            entmax15(scores, dim=-1)
-        else:
-            entmax_bisect(scores, alpha=1.5, dim=-1)
+        v = view.v[s, :, :n] if view.v is not None else None
+        dense_attention(view.q[s, :, :n], view.k[s, :, :n], v, view.causal, view.scale, method, values=False)

@@ -7,7 +7,7 @@ centres and head rotations, other tokens; what a predictor learns does not depen
 come from the data it is timed on for its recall there to mean anything):
 
 * ``bench_sparse_exec``, for every ``n`` of the profile's ``sparse_exec_n``: each dense reference of
-  ``sparse_exec_dense`` (:func:`bench.execution.sparse_exec.dense_attention`, ``P V`` included; each only up to
+  ``sparse_exec_dense`` (:func:`bench.execution.dense.dense_attention`, ``P V`` included; each only up to
   its ``sparse_exec_dense_max``, when given), and each predictor of ``sparse_exec_predictors`` timed as *prediction
   plus* :func:`bench.execution.sparse_exec.sparse_entmax_attention` (the same output as dense restricted
   attention, never an ``n x n`` tensor). Records kind ``sparse_exec``; the report reads from them
@@ -35,7 +35,10 @@ import pytest
 import predictors
 from bench.env import environment
 from bench.evaluation.speed_data import DIM, HEADS, VIEW_SEED, fit_set, scaling_view
-from bench.execution.sparse_exec import ExecStats, dense_attention, sparse_entmax_attention
+from bench.execution.dense import dense_attention
+from bench.execution.exec_stats import ExecStats
+from bench.execution.plan import sparse_plan
+from bench.execution.sparse_exec import sparse_entmax_attention
 from bench.execution.timing import time_record
 from bench.results.records import record_path, write_json_atomic
 
@@ -93,6 +96,9 @@ def bench_sparse_exec(benchmark, sparse_exec_case, bench_config):
         start = time.perf_counter()
         graph = predictor.predict(view, 0)
         extra["predict_seconds"] = time.perf_counter() - start
+        plan = sparse_plan(graph)
+        if not plan.supported:  # said so, never timed on the masked reference instead
+            pytest.skip(f"{method}: {plan.reason}")
         sparse_entmax_attention(q, k, v, view.lengths, view.causal, view.scale, graph, stats=st)
         extra.update(sparsity=st.sparsity.mean().item(), support_sparsity=st.support_sparsity.mean().item())
     benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
