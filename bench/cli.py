@@ -150,25 +150,39 @@ def cmd_score(args) -> int:
     return 0
 
 
+COMPARE_EXIT = """exit status:
+  0  the gate passed: every configuration of the baseline is in the run and none regressed
+  1  a regression: a gated metric worse than its tolerance, a configuration slower than its limit,
+     or a configuration of the baseline missing from the run
+  2  bad input or usage: no run summary, a malformed baseline (unknown metric, NaN or null, wrong
+     types, no entries), a baseline made for another run (its fingerprint: profile, datasets,
+     corpus and its hash, data options, split; what differs is named), a gate that would check no
+     configuration, or a gated metric or speed reference the run lacks
+"""
+
+
 def cmd_compare(args) -> int:
-    from bench.results.gates import compare, load_json, make_baseline
+    from bench.results.gates import checked_keys, compare, load_baseline, load_json, make_baseline
     from bench.results.records import write_json_atomic
 
     run = Path(args.run)
-    summary = load_json(run / "summary.json" if run.is_dir() else run, "run summary")
+    summary = load_json(run / "summary.json" if run.is_dir() else run, "run summary", strict=False)
     if args.update:
         write_json_atomic(Path(args.baseline), make_baseline(summary))
         print(f"wrote baseline {args.baseline} from {run}")
         return 0
-    baseline = load_json(Path(args.baseline), "baseline")
+    baseline = load_baseline(Path(args.baseline))
     failures, notes = compare(summary, baseline, check_speed=not args.no_speed)
     for line in notes:
         print(f"note: {line}")
     for line in failures:
         print(f"FAIL: {line}")
-    checked = len(baseline["entries"])
-    print(f"{'FAILED' if failures else 'passed'}: {checked} configurations against {args.baseline}, "
-          f"{len(failures)} regression(s)")
+    checked = len(checked_keys(summary, baseline))
+    gated = ", ".join(baseline["quality"]) + ("" if args.no_speed else ", speed")
+    fp = baseline["fingerprint"]
+    print(f"{'FAILED' if failures else 'passed'}: {checked} of {len(baseline['entries'])} configurations "
+          f"({gated}) against {args.baseline} (profile {fp['profile']}, datasets "
+          f"{', '.join(fp['datasets']) or 'none'}), {len(failures)} regression(s)")
     return 1 if failures else 0
 
 
@@ -198,10 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_data_options(p)
     p.set_defaults(func=cmd_score)
-    p = sub.add_parser("compare", help="regression gates: a run against a committed baseline")
+    p = sub.add_parser("compare", help="regression gates: a run against a committed baseline",
+                       description="Regression gates: the quality and speed of a run's configurations "
+                       "against a committed baseline made from a matching run.",
+                       epilog=COMPARE_EXIT, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder (reports/runs/NAME) or its summary.json")
     p.add_argument("--baseline", required=True, help="baseline JSON (e.g. reports/baselines/smoke.json)")
-    p.add_argument("--update", action="store_true", help="write the baseline from this run instead")
+    p.add_argument("--update", action="store_true",
+                   help="write the baseline from this run instead (with the run's fingerprint)")
     p.add_argument("--no-speed", action="store_true", help="check quality only")
     p.set_defaults(func=cmd_compare)
     from bench.report.cli import add_report_parser

@@ -9,13 +9,17 @@ from bench.evaluation.score import score_predictor
 from bench.results.gates import compare, make_baseline
 
 
-def summary_of(prep, names, ratio=0.001, dataset="synthetic"):
+def summary_of(prep, names, ratio=0.001, dataset="synthetic", profile="smoke"):
     entries = []
     for name in names:
         rec = score_predictor(prep, predictors.get(name))
         entries.append({"dataset": dataset, "backend": "torch", "name": name, "family": rec["family"],
                         "mean": rec["mean"], "ratio_to_dense": {"entmax15-topk": ratio}})
-    return {"predictors": entries}
+    # As bench.results.summary.fingerprint writes it: what the numbers depend on besides the code.
+    fingerprint = {"profile": profile, "datasets": {dataset: {
+        "descriptor": prep.data.descriptor, "fit_samples": prep.fit.num_samples,
+        "eval_samples": prep.eval.num_samples}}}
+    return {"predictors": entries, "fingerprint": fingerprint}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +63,9 @@ def test_speed_gate_uses_ratios_with_factor_and_floor(prep):
 
 
 def test_missing_and_new_configurations(prep):
-    base = make_baseline(summary_of(prep, ["window-w5"]))
-    failures, notes = compare(summary_of(prep, ["window-w7"]), base)
+    # window-w9 is in both: the gate checks one configuration (one checking none is refused: test_gates).
+    base = make_baseline(summary_of(prep, ["window-w5", "window-w9"]))
+    failures, notes = compare(summary_of(prep, ["window-w7", "window-w9"]), base)
     assert failures == ["synthetic--torch--window-w5: in the baseline but not in this run"]
     assert notes == ["synthetic--torch--window-w7: new configuration, not in the baseline"]
 
