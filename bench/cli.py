@@ -2,7 +2,7 @@
 
     sparsebench data inspect SOURCE_OR_FILE [--json]     gold sparsity per layer and head
     sparsebench data export SOURCE FILE                  write a source in the external format
-    sparsebench list [--json]                            registered predictors and their parameters
+    sparsebench list [--json]                            registered predictor families, kinds, parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
     sparsebench compare RUN --baseline FILE              regression gates against a baseline
     sparsebench report RUN                               render the trade-off report of a run
@@ -98,27 +98,30 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from predictors.registry import families, family_class
+    from predictors.registry import KINDS, families, family_class, unavailable
 
+    twins = set(families("faiss"))
     out = []
     for fam in families("torch"):
-        try:
-            cls = family_class(fam)
-        except ImportError as exc:  # a family module not importable here
-            out.append({"family": fam, "error": str(exc)})
-            continue
+        cls = family_class(fam)
         params = [{"key": p.key, "prefix": p.prefix, "type": p.type.__name__, "default": p.default,
                    "choices": list(p.choices) if p.choices else None, "doc": p.doc} for p in cls.all_params()]
-        out.append({"family": fam, "example": cls().name, "doc": (cls.__doc__ or "").strip().split("\n")[0],
-                    "params": params})
+        out.append({"family": fam, "kind": cls.kind, "faiss_twin": fam in twins, "module": cls.__module__,
+                    "example": cls().name, "doc": (cls.__doc__ or "").strip().split("\n")[0], "params": params})
+    # A module that cannot be imported here (an optional dependency): its families are unknown.
+    out += [{"family": None, "module": m, "error": e} for m, e in unavailable().items()]
     if args.json:
         print(json.dumps(out))
         return 0
+    print("kinds of family:")
+    for kind, doc in KINDS.items():
+        print(f"    {kind:<8} {doc}")
     for item in out:
         if "error" in item:
-            print(f"{item['family']}: unavailable ({item['error']})")
+            print(f"{item['module']}: unavailable ({item['error']})")
             continue
-        print(f"{item['family']}: {item['doc']}")
+        twin = ", FAISS twin" if item["faiss_twin"] else ""
+        print(f"{item['family']} [{item['kind']}{twin}]: {item['doc']}")
         print(f"    e.g. {item['example']}")
         for p in item["params"]:
             choices = f" in {p['choices']}" if p["choices"] else ""

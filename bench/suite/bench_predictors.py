@@ -2,7 +2,7 @@
 
 Fitting (projections, centroids, rotations) happens once, outside the timed part, and is recorded as
 ``fit_seconds``. The timed call predicts the compact graphs of every layer of the eval samples.
-Ceilings (``oracle-*``, which read the dense scores) are timed in one round without warm-up.
+Ceilings (families of kind ``ceiling``, which read the dense scores) are timed in one round without warm-up.
 Quality is then scored per layer and head (``bench.evaluation.score.score_fitted``) and stored, numbers only, in
 the benchmark's ``extra_info`` and in the run's record for this configuration.
 """
@@ -40,7 +40,7 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config):
         return graphs
 
     # A ceiling reads the dense scores: its time says nothing a reader compares, so one round suffices.
-    ceiling = getattr(predictor, "ceiling", False)
+    ceiling = predictor.kind == "ceiling"
     rounds = 1 if ceiling else state["profile"]["rounds"]
     benchmark.pedantic(predict_all_layers, rounds=rounds, warmup_rounds=0 if ceiling else 1, iterations=1)
     rec = score_fitted(prep, predictor, graphs=last["graphs"])

@@ -3,7 +3,7 @@
 They cost as much as dense attention scores (FLOPs per head: ``2 n^2 d``), so they are *not* cheap
 and never a candidate method; they draw the best curve a score-based predictor could reach, to
 put every other family's recall in perspective. Every family here is named ``oracle-...`` and has
-the class attribute ``ceiling = True``.
+the kind ``"ceiling"`` (:data:`predictors.registry.KINDS`).
 
 * ``oracle-thr-sp<s>`` (:class:`OracleThreshold`): per sample and head, the ``m = round((1 - s) V)``
   valid pairs with the largest scaled scores ``z_ij = scale * q_i . k_j`` (``V`` valid pairs: ``n^2``,
@@ -40,6 +40,7 @@ from predictors.entmax import entmax_probs
 from predictors.errors import PredictorError
 from predictors.graphs import KeyListGraph, PredictedGraph
 from predictors.masking import allowed_keys, block_scores, mask_scores, valid_pair_count
+from predictors.registry import register
 
 BLOCK = 256  # query rows per block when computing scores
 RANKS = ("score", "margin")
@@ -189,13 +190,14 @@ class RankThresholdGraph(PredictedGraph):
 class _Oracle(Predictor):
     """Common part of the ceilings: not learned, cost of the dense scores."""
 
-    ceiling = True
+    kind = "ceiling"
     learned = False
 
     def _flops(self, n, d):
         return 2.0 * n * n * d
 
 
+@register
 class OracleThreshold(_Oracle):
     """Top ``(1 - sp)`` share of valid pairs by raw score, per sample and head; a ceiling (not cheap).
 
@@ -221,6 +223,7 @@ class OracleThreshold(_Oracle):
         return RankThresholdGraph(view.q, view.k, thr, cuts, view.scale, view.alpha, view.causal, self.rank)
 
 
+@register
 class OracleMargin(OracleThreshold):
     """Top ``(1 - sp)`` share of valid pairs by entmax margin: gold pairs first, by probability.
 
@@ -232,6 +235,7 @@ class OracleMargin(OracleThreshold):
     rank = "margin"
 
 
+@register
 class OracleTopK(_Oracle):
     """The ``k`` best-scoring allowed keys of every query; a ceiling (not cheap).
 
