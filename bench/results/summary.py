@@ -37,6 +37,7 @@ def summarise(run: Path) -> dict:
             "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
             "dense_flops": rec["dense_flops"], "gold_sparsity": rec.get("gold_sparsity"),
             "ratio_to_dense": _ratios(rec, dense), "dataset_descriptor": rec.get("dataset_descriptor"),
+            "family_kind": rec.get("family_kind"),  # predictors.registry.KINDS; absent in older records
         })
     # Downstream runs and sparse execution (bench_downstream.py, bench_sparse_exec.py): records as written.
     downstream = load_records(run, "downstream")
