@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.results.records import json_safe
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -36,17 +37,6 @@ def _source_options(args) -> dict:
 
 def _json_default(o):
     return str(o)
-
-
-def _clean(obj):
-    """NaN -> None for strict JSON output."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _print_table(title: str, rows: list[list[float]]) -> None:
@@ -74,7 +64,7 @@ def cmd_inspect(args) -> int:
               "lengths": data.lengths.tolist(), "per_head": per_head, "mean": sp.mean().item(),
               "load_seconds": load_seconds, "gold_seconds": gold.seconds}
     if args.json:
-        print(json.dumps(_clean(result), default=_json_default))
+        print(json.dumps(json_safe(result), default=_json_default))
         return 0
     s, nl, h, t, d = data.q.shape
     print(f"{data.name}: {s} samples x {nl} layers x {h} heads (kv heads {data.num_kv_heads}), "
@@ -149,7 +139,7 @@ def cmd_score(args) -> int:
                 _print_table(f"{m} per layer and head:", rec["per_head"][m])
             print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in rec["mean"].items()))
     if args.json:
-        print(json.dumps(_clean(records), default=_json_default))
+        print(json.dumps(json_safe(records), default=_json_default))
     return 0
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
+from bench.data.atomic import write_atomic
 from bench.errors import BenchError
 
 
@@ -28,25 +28,23 @@ def run_dir(run: str) -> Path:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_nan_to_none(obj), f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``obj`` as strict JSON (:func:`json_safe`) in ``path``, written whole or not at all."""
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(json_safe(obj), f, indent=1, sort_keys=True)
+
+    write_atomic(path, dump)
 
 
-def _nan_to_none(obj):
+def json_safe(obj):
+    """``obj`` with every NaN and infinity replaced by None, in nested dicts, lists and tuples."""
     # Strict JSON has no NaN: undefined numbers are stored as null and read back as NaN.
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 

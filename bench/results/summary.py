@@ -9,10 +9,9 @@ same run on the same eval samples), the dense and scaling records, and the envir
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from bench.data.atomic import write_atomic
 from bench.evaluation.metrics import METRICS
 from bench.results.records import load_records, write_json_atomic
 
@@ -81,13 +80,6 @@ def write_summary(run: Path) -> list[Path]:
     rows = tidy_rows(run)
     if rows:
         csv = run / "results.csv"
-        fd, tmp = tempfile.mkstemp(prefix="results.", suffix=".tmp", dir=run)
-        os.close(fd)
-        try:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-            os.replace(tmp, csv)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(csv, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
         paths.append(csv)
     return paths
