@@ -2,7 +2,7 @@
 
     sparsebench data inspect SOURCE_OR_FILE [--json]     gold sparsity per layer and head
     sparsebench data export SOURCE FILE                  write a source in the external format
-    sparsebench list [--json]                            registered predictors and their parameters
+    sparsebench list [--json]                            registered predictor families, kinds, parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
     sparsebench compare RUN --baseline FILE              regression gates against a baseline
     sparsebench report RUN                               render the trade-off report of a run
@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.results.records import json_safe
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -36,17 +37,6 @@ def _source_options(args) -> dict:
 
 def _json_default(o):
     return str(o)
-
-
-def _clean(obj):
-    """NaN -> None for strict JSON output."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
 
 
 def _print_table(title: str, rows: list[list[float]]) -> None:
@@ -74,7 +64,7 @@ def cmd_inspect(args) -> int:
               "lengths": data.lengths.tolist(), "per_head": per_head, "mean": sp.mean().item(),
               "load_seconds": load_seconds, "gold_seconds": gold.seconds}
     if args.json:
-        print(json.dumps(_clean(result), default=_json_default))
+        print(json.dumps(json_safe(result), default=_json_default))
         return 0
     s, nl, h, t, d = data.q.shape
     print(f"{data.name}: {s} samples x {nl} layers x {h} heads (kv heads {data.num_kv_heads}), "
@@ -98,27 +88,30 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from predictors.registry import families, family_class
+    from predictors.registry import KINDS, families, family_class, unavailable
 
+    twins = set(families("faiss"))
     out = []
     for fam in families("torch"):
-        try:
-            cls = family_class(fam)
-        except ImportError as exc:  # a family module not importable here
-            out.append({"family": fam, "error": str(exc)})
-            continue
+        cls = family_class(fam)
         params = [{"key": p.key, "prefix": p.prefix, "type": p.type.__name__, "default": p.default,
                    "choices": list(p.choices) if p.choices else None, "doc": p.doc} for p in cls.all_params()]
-        out.append({"family": fam, "example": cls().name, "doc": (cls.__doc__ or "").strip().split("\n")[0],
-                    "params": params})
+        out.append({"family": fam, "kind": cls.kind, "faiss_twin": fam in twins, "module": cls.__module__,
+                    "example": cls().name, "doc": (cls.__doc__ or "").strip().split("\n")[0], "params": params})
+    # A module that cannot be imported here (an optional dependency): its families are unknown.
+    out += [{"family": None, "module": m, "error": e} for m, e in unavailable().items()]
     if args.json:
         print(json.dumps(out))
         return 0
+    print("kinds of family:")
+    for kind, doc in KINDS.items():
+        print(f"    {kind:<8} {doc}")
     for item in out:
         if "error" in item:
-            print(f"{item['family']}: unavailable ({item['error']})")
+            print(f"{item['module']}: unavailable ({item['error']})")
             continue
-        print(f"{item['family']}: {item['doc']}")
+        twin = ", FAISS twin" if item["faiss_twin"] else ""
+        print(f"{item['family']} [{item['kind']}{twin}]: {item['doc']}")
         print(f"    e.g. {item['example']}")
         for p in item["params"]:
             choices = f" in {p['choices']}" if p["choices"] else ""
@@ -146,7 +139,7 @@ def cmd_score(args) -> int:
                 _print_table(f"{m} per layer and head:", rec["per_head"][m])
             print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in rec["mean"].items()))
     if args.json:
-        print(json.dumps(_clean(records), default=_json_default))
+        print(json.dumps(json_safe(records), default=_json_default))
     return 0
 
 

@@ -1,8 +1,9 @@
 """The predictor protocol: fit once on the fit samples, predict compact graphs for new Q/K.
 
-A predictor family is a subclass of :class:`Predictor` declaring its parameters as
-:class:`Param` specs. Its name encodes every parameter (``sf-kmeans-r4-k16-top2-w11-g1``) and is the id
-used in tests, JSON and plots; :func:`parse_name` reads such a name back.
+A predictor family is a subclass of :class:`Predictor` declaring its parameters as :class:`Param` specs
+and its ``kind``, registered with :func:`predictors.registry.register`. Its name encodes every parameter
+(``sf-kmeans-r4-k16-top2-w11-g1``) and is the id used in tests, JSON and plots; :func:`parse_name` reads
+such a name back.
 
 Every predictor accepts the composable extras ``w`` (centred window of total width ``w``; causal:
 ``w // 2`` past tokens plus self), ``g`` (global tokens: 0 none, 1 first, 2 first and last) and ``s``
@@ -59,6 +60,9 @@ class Predictor:
     """Base class of every predictor; see the module docstring."""
 
     family: ClassVar[str] = ""
+    # What the family reads to predict: one of predictors.registry.KINDS (fixed, hashing, learned, block,
+    # ceiling); recorded with every result, and a ceiling is timed and reported apart.
+    kind: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     learned: ClassVar[bool] = False  # whether fit() looks at data (for the fit/eval split test)
     backend: ClassVar[str] = "torch"

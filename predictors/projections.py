@@ -16,7 +16,7 @@ minibatches of ``batch_queries`` queries taken together with all their heads, th
 norm 1.0. Heads are independent problems trained in one batch: the loss is the sum over heads of the
 mean over the batch's queries, the gradient norm is clipped per head and Adam is elementwise, so each
 head follows the path it would follow alone. Gold pairs are read from the gold's CSR and negatives
-drawn by :func:`sample_negatives_csr`, so no step builds a ``[batch, n]`` tensor. Everything random
+drawn by :func:`predictors.negatives.sample_negatives_csr`, so no step builds a ``[batch, n]`` tensor. Everything random
 (initialisation, query order, negatives) comes from one CPU generator per layer seeded from ``seed``:
 the same seed gives bit-identical projections. Training runs on the CPU with one intra-op thread
 (its operations are too small to share), restoring the caller's setting afterwards.
@@ -37,46 +37,10 @@ import torch
 from predictors.base import COMMON, Param, Predictor
 from predictors.data import AttentionData, LayerView
 from predictors.errors import PredictorError
+from predictors.negatives import sample_negatives_csr
 from predictors.support import Gold, LayerGold
 
 MARGIN = 1.0
-
-
-# -- negatives ------------------------------------------------------------------------------------------
-def sample_negatives(gold: torch.Tensor, allowed: torch.Tensor, num: torch.Tensor,
-                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw, for each row, ``min(num, #candidates)`` distinct keys uniformly among the candidates.
-
-    The candidates of row ``i`` are the keys ``j`` with ``allowed[i, j] and not gold[i, j]``: valid,
-    past (when causal) and outside the gold support. A uniform random subset of size ``c`` is the ``c``
-    smallest of iid uniform keys, which is how it is drawn, for all rows at once.
-
-    Parameters
-    ----------
-    gold, allowed : bool ``[R, n]``
-    num : int64 ``[R]``, how many negatives each row wants (``|P_i|``)
-    generator : CPU generator the draws come from
-
-    Returns
-    -------
-    rows, cols : int64 ``[M]``, the drawn pairs, ordered by row (then by draw order)
-    """
-    if gold.shape != allowed.shape or gold.ndim != 2 or num.shape != gold.shape[:1]:
-        raise ValueError(f"sample_negatives: gold {tuple(gold.shape)}, allowed {tuple(allowed.shape)} and "
-                         f"num {tuple(num.shape)} must be [R, n], [R, n] and [R]")
-    dev = gold.device
-    cand = allowed & ~gold
-    take = torch.minimum(num.to(dev), cand.sum(-1))
-    kmax = int(take.max()) if take.numel() else 0
-    if kmax == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=dev)
-        return empty, empty
-    keys = torch.rand(gold.shape, generator=generator).to(dev).masked_fill_(~cand, 2.0)
-    # Every row has at least take[row] candidates (keys < 1), so the chosen ones are never masked keys.
-    idx = keys.topk(kmax, dim=-1, largest=False, sorted=True).indices
-    keep = torch.arange(kmax, device=dev)[None, :] < take[:, None]
-    rows = torch.arange(gold.shape[0], device=dev)[:, None].expand(-1, kmax)[keep]
-    return rows, idx[keep]
 
 
 # -- the projections ------------------------------------------------------------------------------------
@@ -154,79 +118,6 @@ def _init_weight(nh: int, d: int, r: int, gen: torch.Generator) -> torch.Tensor:
     # The default of a torch Linear layer without bias: U(-1/sqrt(d), 1/sqrt(d)).
     bound = 1.0 / d ** 0.5
     return (torch.rand(nh, d, r, generator=gen) * 2.0 - 1.0) * bound
-
-
-def sample_negatives_csr(limit: torch.Tensor, pos_rows: torch.Tensor, pos_cols: torch.Tensor,
-                         num: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`sample_negatives` for rows whose allowed keys are a prefix, without ``[R, n]`` tensors.
-
-    Row ``i`` may see keys ``0 <= j < limit[i]`` (valid, and past when causal: always a prefix); its
-    gold keys are the pairs ``(pos_rows, pos_cols)``. Same distribution as :func:`sample_negatives`:
-    ``min(num, limit - |gold|)`` distinct non-gold allowed keys, uniformly.
-
-    How: a row with ``c`` negatives among ``M = limit - |gold|`` candidates draws ``2 c + 8`` iid ranks
-    in ``[0, M)`` and keeps its first ``c`` distinct ones (a uniform ``c``-subset); rank ``u`` is the
-    ``u``-th non-gold key, ``u + #{t : g_t - t <= u}`` for the sorted gold keys ``g_t``. Rows with
-    ``2 c > M``, and the rare rows whose draws hold fewer than ``c`` distinct ranks, are drawn again
-    with the dense method; either way each row's subset is uniform. Cost ``O(|gold| log |gold|)``.
-    """
-    dev = limit.device
-    nrows = limit.numel()
-    if nrows == 0:
-        return limit.new_zeros(0), limit.new_zeros(0)
-    big = int(limit.max()) + 1
-    pos_key = pos_rows * big + pos_cols
-    if not bool((pos_key[1:] >= pos_key[:-1]).all()):  # CSR order already is (row, key) order
-        order = pos_key.argsort()
-        pos_rows, pos_cols = pos_rows[order], pos_cols[order]
-    p = torch.bincount(pos_rows, minlength=nrows)
-    cand = limit - p
-    if bool((cand < 0).any()):
-        raise ValueError("sample_negatives_csr: a row has more gold keys than allowed keys")
-    c = torch.minimum(num.to(dev), cand)
-    sparse = (c > 0) & (2 * c <= cand)
-    sr = sparse.nonzero().flatten()
-    draws = 2 * c[sr] + 8
-    d_row = torch.repeat_interleave(sr, draws)
-    u = (torch.rand(d_row.numel(), generator=generator, dtype=torch.float64).to(dev) * cand[d_row]).long()
-    u = torch.minimum(u, cand[d_row] - 1)
-    # First occurrence of each rank in draw order: a stable sort keeps equal keys in draw order.
-    key = d_row * big + u
-    srt = key.argsort(stable=True)
-    first_sorted = torch.ones_like(key, dtype=torch.bool)
-    first_sorted[1:] = key[srt][1:] != key[srt][:-1]
-    first = torch.empty_like(first_sorted)
-    first[srt] = first_sorted
-    cum = torch.cumsum(first.long(), 0)
-    seg_start = torch.cumsum(draws, 0) - draws
-    seg_end = seg_start + draws - 1
-    before = (cum - first.long())[seg_start]
-    rank = cum - torch.repeat_interleave(before, draws)  # distinct ranks so far, this draw included
-    enough = (cum[seg_end] - before) >= c[sr]
-    keep = first & (rank <= c[d_row]) & torch.repeat_interleave(enough, draws)
-    rows_s, u = d_row[keep], u[keep]
-    # rank -> key: skip the gold keys below it.
-    row_start = torch.cumsum(p, 0) - p
-    adj = pos_cols - (torch.arange(pos_rows.numel(), device=dev) - row_start[pos_rows])
-    below = torch.searchsorted(pos_rows * big + adj, rows_s * big + u, right=True) - row_start[rows_s]
-    cols_s = u + below
-
-    dense = ((c > 0) & ~sparse).clone()
-    dense[sr[~enough]] = True
-    dr = dense.nonzero().flatten()
-    if dr.numel():
-        n = int(limit[dr].max())
-        local = torch.full((nrows,), -1, dtype=torch.long, device=dev)
-        local[dr] = torch.arange(dr.numel(), device=dev)
-        sel = local[pos_rows] >= 0
-        gold = torch.zeros(dr.numel(), n, dtype=torch.bool, device=dev)
-        gold[local[pos_rows[sel]], pos_cols[sel]] = True
-        allowed = torch.arange(n, device=dev)[None, :] < limit[dr][:, None]
-        rows_d, cols_d = sample_negatives(gold, allowed, c[dr], generator)
-        rows_s, cols_s = torch.cat([rows_s, dr[rows_d]]), torch.cat([cols_s, cols_d])
-        order = rows_s.argsort(stable=True)
-        rows_s, cols_s = rows_s[order], cols_s[order]
-    return rows_s, cols_s
 
 
 def _valid_rows(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

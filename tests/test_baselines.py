@@ -361,7 +361,7 @@ def test_predict_before_fit_and_wrong_heads():
 def test_sweeps_build_valid_predictors(family):
     text = (SWEEPS / f"{family}.toml").read_text()
     assert text.startswith("#") and "cartesian product" in text
-    assert set(tomllib.loads(text)) == {"smoke", "default", "full"}
+    assert set(tomllib.loads(text)) == {"smoke", "default", "full", "scaling"}  # [scaling]: bench_scaling's point
     sizes = {}
     for profile in ("smoke", "default", "full"):
         configs = family_configs(family, profile)

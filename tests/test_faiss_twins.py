@@ -28,7 +28,7 @@ from bench.evaluation.gold import compute_gold
 from predictors.errors import PredictorError
 from predictors.faiss.common import FaissDeviceError, FaissMissingError
 from predictors.graphs import CodeGraph, UnionGraph
-from predictors.registry import parse_name
+from predictors.registry import families, parse_name
 
 try:
     import faiss
@@ -38,7 +38,6 @@ except ImportError:  # the tests that need it skip; the import-isolation ones st
 needs_faiss = pytest.mark.skipif(faiss is None, reason="faiss is not installed (pip install faiss-cpu)")
 FAST = settings(max_examples=25, deadline=None)
 ROOT = Path(__file__).resolve().parents[1]
-TWIN_FAMILIES = ("sf-kmeans", "routing", "reformer")  # the twins of predictors/faiss/ tested here
 
 
 def gpu_ready() -> bool:
@@ -113,7 +112,7 @@ def test_unknown_device_is_refused():
 # -- names and parameters -------------------------------------------------------------------------------------
 def sweep_names():
     names = set()
-    for family in TWIN_FAMILIES:
+    for family in families("faiss"):  # every registered twin (predictors/faiss/)
         for profile in PROFILES:
             names |= {predictors.get(family, **cfg).name for cfg in family_configs(family, profile)}
     return sorted(names)

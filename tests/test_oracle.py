@@ -202,7 +202,7 @@ def test_higher_topk_keeps_a_superset():
 @pytest.mark.parametrize("family", ORACLES)
 def test_oracles_are_labelled_ceilings_with_dense_cost(family):
     p = predictors.get(family)
-    assert p.family.startswith("oracle-") and p.ceiling is True and p.learned is False
+    assert p.family.startswith("oracle-") and p.kind == "ceiling" and p.learned is False
     assert p.flops(100, 32) == 2.0 * 100 * 100 * 32
 
 

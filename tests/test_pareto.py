@@ -332,12 +332,12 @@ def test_learned_sink_series_and_ceiling_prefix():
     assert series_label("window", {"w": 3, "g": 0, "s": nan}) == "window"
     assert series_label("sf-kmeans", {"s": 1}) == "sf-kmeans"
     # The reports recognise ceilings by name: every registered ceiling must follow the convention.
-    from predictors.registry import TORCH_FAMILIES, family_class
+    from predictors.registry import families, family_class
 
-    ceilings = sorted(f for f in TORCH_FAMILIES if getattr(family_class(f), "ceiling", False))
+    ceilings = sorted(f for f in families() if family_class(f).kind == "ceiling")
     assert ceilings == ["oracle-margin", "oracle-thr", "oracle-topk"]
     assert all(is_ceiling(f) for f in ceilings)
-    assert not any(is_ceiling(f) for f in TORCH_FAMILIES if f not in ceilings)
+    assert not any(is_ceiling(f) for f in families() if f not in ceilings)
 
 
 def test_best_series_excludes_ceilings_and_states_the_gap():

@@ -17,6 +17,7 @@ from bench.evaluation.metrics import macro_average, score_layer
 from predictors.data import AttentionData
 from predictors.errors import PredictorError
 from predictors.graphs import DistanceGraph
+from predictors.negatives import sample_negatives, sample_negatives_csr
 from predictors.projections import (
     Projections,
     cached_projections,
@@ -24,8 +25,6 @@ from predictors.projections import (
     fit_projections,
     hinge_loss,
     projected_points,
-    sample_negatives,
-    sample_negatives_csr,
 )
 
 FAST = settings(max_examples=30, deadline=None)

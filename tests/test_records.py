@@ -255,3 +255,20 @@ def test_every_metric_of_the_table_has_a_range():
     assert set(RECORD_KINDS) == {"predictor", "dense", "scaling", "gold", "twin", "downstream", "sparse_exec",
                                  "sparse_exec_goal"}
     assert all("kind" in REQUIRED[k] for k in RECORD_KINDS)
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from bench.data.atomic import write_atomic
+
+    path = tmp_path / "sub" / "r.json"
+    write_json_atomic(path, {"a": 1})
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, fail)
+    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in path.parent.iterdir()] == ["r.json"]
+    write_atomic(tmp_path / "new" / "t.txt", lambda tmp: tmp.write_text("whole"))
+    assert (tmp_path / "new" / "t.txt").read_text() == "whole"

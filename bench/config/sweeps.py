@@ -4,13 +4,18 @@ Each file has one table per profile, ``[smoke]`` (CI), ``[default]`` (what ``tox
 ``[full]`` (the paper's grid); a profile holds ``grid``, an inline table of parameter lists whose
 cartesian product is the set of configurations (or ``grids``, a list of such tables, whose
 configurations are concatenated). Names come from the predictors themselves, so they are exactly the
-ids used everywhere else.
+ids used everywhere else. An optional ``[scaling]`` table holds the one configuration the scaling sweep
+times for the family when a profile lists none (:func:`scaling_names`).
+
+A family outside ``predictors/`` (a module named in ``SPARSEBENCH_FAMILIES``) keeps its sweep in
+``<family>.toml`` beside its module (:func:`sweep_file`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import itertools
+import sys
 import tomllib
 from pathlib import Path
 
@@ -21,21 +26,37 @@ PROFILES = ("smoke", "default", "full")
 
 
 def sweep_file(family: str) -> Path:
-    return SWEEP_DIR / f"{family}.toml"
+    """``predictors/sweeps/<family>.toml``; failing that, ``<family>.toml`` beside the module that registers
+    the family (a family of one's own); the first path when neither exists."""
+    builtin = SWEEP_DIR / f"{family}.toml"
+    if builtin.is_file():
+        return builtin
+    from predictors.registry import family_class
+
+    try:
+        module = sys.modules[family_class(family).__module__]
+    except (BenchError, KeyError):
+        return builtin
+    beside = Path(module.__file__).with_name(f"{family}.toml") if getattr(module, "__file__", None) else None
+    return beside if beside is not None and beside.is_file() else builtin
+
+
+def _sweep_spec(family: str) -> tuple[Path, dict]:
+    path = sweep_file(family)
+    if not path.is_file():
+        raise BenchError(f"no sweep file for family {family!r} ({path})")
+    with open(path, "rb") as f:
+        try:
+            return path, tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise BenchError(f"sweep file {path} is not valid TOML: {exc}") from None
 
 
 def family_configs(family: str, profile: str) -> list[dict]:
     """Parameter dicts of one family's profile, in file order (cartesian product of each grid)."""
     if profile not in PROFILES:
         raise BenchError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    path = sweep_file(family)
-    if not path.is_file():
-        raise BenchError(f"no sweep file for family {family!r} ({path})")
-    with open(path, "rb") as f:
-        try:
-            spec = tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
-            raise BenchError(f"sweep file {path} is not valid TOML: {exc}") from None
+    _, spec = _sweep_spec(family)
     table = spec.get(profile)
     if table is None:
         return []
@@ -70,3 +91,29 @@ def sweep_names(profile: str, families=None, pattern: str | None = None, backend
             if name not in names:
                 names.append(name)
     return filter_names(names, pattern)
+
+
+def scaling_names(profile: str, listed=None) -> list[str]:
+    """The scaling sweep's predictor names: ``listed`` when the profile lists them, else one configuration
+    per registered family that is not a ceiling (ceilings cost the dense scores by construction), in family
+    order: its sweep file's ``[scaling]`` table, or the first configuration of ``profile`` without one."""
+    if listed is not None:
+        return list(listed)
+    import predictors
+    from predictors.registry import families, family_class
+
+    names = []
+    for fam in families():
+        if family_class(fam).kind == "ceiling" or not sweep_file(fam).is_file():
+            continue
+        path, spec = _sweep_spec(fam)
+        params = spec.get("scaling")
+        if params is None:
+            first = family_configs(fam, profile)[:1]
+            params = first[0] if first else None
+        if params is None:
+            continue
+        if not isinstance(params, dict):
+            raise BenchError(f"sweep file {path}: [scaling] must be a table of parameter values")
+        names.append(predictors.get(fam, **params).name)
+    return names

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bench.data.atomic import write_atomic
 from bench.errors import CacheError
 from predictors.fingerprint import descriptor_key, tensor_digest  # noqa: F401  (part of the cache's API)
 
@@ -48,16 +48,9 @@ def entry_path(kind: str, descriptor: dict, root: Path | None = None) -> Path:
 
 
 def save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write a safetensors file via a temporary file and a rename (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write a safetensors file via a temporary file and a rename (:func:`bench.data.atomic.write_atomic`)."""
+    contiguous = {k: v.contiguous() for k, v in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
 
 
 def save_entry(kind: str, descriptor: dict, tensors: dict[str, torch.Tensor], extra: dict | None = None,

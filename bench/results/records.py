@@ -22,10 +22,10 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from bench.data.atomic import write_atomic
 from bench.errors import BenchError
 from bench.results.schema import RECORD_KINDS, record_problems
 
@@ -79,29 +79,27 @@ def write_json_atomic(path: Path, obj) -> None:
     if _record_kind(path) is not None and isinstance(obj, dict):
         write_record(path, obj)
         return
-    _write_atomic(Path(path), _nan_to_none(obj))
+    _write_atomic(Path(path), json_safe(obj))
 
 
 def _write_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
+    """``obj`` (already strict JSON) in ``path``, written whole or not at all."""
+    def dump(tmp: Path) -> None:
+        with open(tmp, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True, allow_nan=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    write_atomic(path, dump)
 
 
-def _nan_to_none(obj):
+def json_safe(obj):
+    """``obj`` with every NaN and infinity replaced by None, in nested dicts, lists and tuples."""
     # Strict JSON has no NaN: undefined numbers are stored as null and read back as NaN.
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
@@ -129,7 +127,7 @@ def write_record(path: Path, record: dict) -> Path:
     """
     path = Path(path)
     # The JSON round trip makes the checked and hashed content exactly what a reader will parse.
-    content = json.loads(json.dumps(_nan_to_none({k: v for k, v in record.items() if k != CHECKSUM}),
+    content = json.loads(json.dumps(json_safe({k: v for k, v in record.items() if k != CHECKSUM}),
                                     allow_nan=False))
     kind = _record_kind(path) or content.get("kind")
     if problem := _problem(content, kind):

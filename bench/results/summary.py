@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from bench.data.atomic import write_atomic
 from bench.errors import BenchError
 from bench.evaluation.metrics import METRICS
 from bench.results.records import load_records, write_json_atomic
@@ -100,6 +99,7 @@ def _entry(rec: dict, dense: dict) -> dict:
         "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
         "dense_flops": rec["dense_flops"], "gold_sparsity": rec.get("gold_sparsity"),
         "ratio_to_dense": _ratios(rec, dense), "dataset_descriptor": rec.get("dataset_descriptor"),
+        "family_kind": rec.get("family_kind"),  # predictors.registry.KINDS; absent in older records
     }
 
 
@@ -166,14 +166,7 @@ def write_summary(run: Path, profile: str | None = None) -> list[Path]:
     rows = tidy_rows(run, records["predictor"])
     if rows:
         csv = run / "results.csv"
-        fd, tmp = tempfile.mkstemp(prefix="results.", suffix=".tmp", dir=run)
-        os.close(fd)
-        try:
-            pd.DataFrame(rows).to_csv(tmp, index=False)
-            os.replace(tmp, csv)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(csv, lambda tmp: pd.DataFrame(rows).to_csv(tmp, index=False))
         paths.append(csv)
     else:
         (run / "results.csv").unlink(missing_ok=True)  # from an earlier summary with predictor records

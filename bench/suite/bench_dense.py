@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
-
 from bench.data.sources import dataset_id
 from bench.execution.dense import dense_layer
 from bench.execution.timing import sync, time_record, to_device
-from bench.results.records import record_path, write_json_atomic
+from bench.results.records import write_json_atomic
 
 
-def bench_dense(benchmark, dense_case, prepared, bench_config):
+def bench_dense(benchmark, dense_case, prepared, bench_config, fresh_record):
     dataset, method = dense_case
     state = bench_config.sparsebench
-    path = record_path(state["run"], "dense", f"{dataset_id(dataset)}--{method}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("dense", f"{dataset_id(dataset)}--{method}")
     prep = prepared(dataset, bench_config)
     device = bench_config.getoption("device")
     views = [to_device(prep.eval.layer(layer), device) for layer in range(prep.eval.num_layers)]
@@ -28,7 +24,7 @@ def bench_dense(benchmark, dense_case, prepared, bench_config):
     # Bisection is an order of magnitude slower than the sort-based entmax15 and needs no warm-up to be
     # seen as the slowest reference: one round keeps the default profile within its time budget.
     slow = method == "entmax-bisect"
-    benchmark.pedantic(run, rounds=1 if slow else state["profile"]["rounds"], warmup_rounds=0 if slow else 1,
+    benchmark.pedantic(run, rounds=1 if slow else state["profile"].rounds, warmup_rounds=0 if slow else 1,
                        iterations=1)
     timing = time_record(benchmark)
     heads = prep.eval.num_layers * prep.eval.num_heads

@@ -20,11 +20,10 @@ import pytest
 
 import predictors
 from bench.data.sources import dataset_id
-from bench.env import environment
 from bench.errors import BenchError
 from bench.evaluation.downstream import METRICS, downstream_set, run_restricted, score_results
 from bench.execution.timing import time_record
-from bench.results.records import record_path, write_json_atomic
+from bench.results.records import write_json_atomic
 
 DENSE = "dense-entmax"
 
@@ -34,13 +33,8 @@ def downstream_cases(config) -> list[tuple[str, str]]:
     from bench.config.sweeps import filter_names, sweep_names
 
     state = config.sparsebench
-    prof = state["profile"]
-    opt = config.getoption("dataset")
-    datasets = [d.strip() for d in opt.split(",")] if opt else list(prof["datasets"])
-    datasets = [d for d in datasets if d in METRICS]
-    pattern = prof.get("downstream_predictors", "")
-    if isinstance(pattern, list):
-        pattern = ",".join(pattern)
+    datasets = [d for d in state["datasets"] if d in METRICS]
+    pattern = state["profile"].downstream_predictors
     names = sweep_names(state["profile_name"], pattern=pattern) if pattern else []
     names = filter_names(names, config.getoption("predictors"))
     return [(ds, name) for ds in datasets for name in [DENSE] + names]
@@ -61,19 +55,16 @@ _SETS: dict = {}
 def _dset(dataset, prep, config):
     if dataset not in _SETS:
         prof = config.sparsebench["profile"]
-        corpus = (prof.get("data") or {}).get("corpus")
-        _SETS[dataset] = downstream_set(prep, prof.get("downstream_samples"), corpus)
+        _SETS[dataset] = downstream_set(prep, prof.downstream_samples, prof.data.corpus)
     return _SETS[dataset]
 
 
-def bench_downstream(benchmark, downstream_case, prepared, bench_config):
+def bench_downstream(benchmark, downstream_case, prepared, bench_config, fresh_record, run_environment):
     dataset, name = downstream_case
     state = bench_config.sparsebench
     if bench_config.getoption("device") == "cuda":
         pytest.skip("the downstream runs are CPU-only (the models run on the CPU)")
-    path = record_path(state["run"], "downstream", f"{dataset_id(dataset)}--{name}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("downstream", f"{dataset_id(dataset)}--{name}")
     prep = prepared(dataset, bench_config)
     dset = _dset(dataset, prep, bench_config)
     if name == DENSE:
@@ -81,7 +72,7 @@ def bench_downstream(benchmark, downstream_case, prepared, bench_config):
     else:
         predictor = predictors.get(name, seed=0).fit(prep.fit, prep.fit_gold)
         family, params, fit_seconds = predictor.family, dict(predictor.values), predictor.fit_seconds
-    rounds = state["profile"].get("downstream_rounds", 1)
+    rounds = state["profile"].downstream_rounds
     results, hook = benchmark.pedantic(lambda: run_restricted(dset, predictor), rounds=rounds, iterations=1)
     res = {**score_results(dset, results), **hook.summary()}
     rec = {
@@ -91,7 +82,7 @@ def bench_downstream(benchmark, downstream_case, prepared, bench_config):
         "time": time_record(benchmark),
         "reference_seconds": dset.reference_seconds, "eval_samples": len(dset.samples), "eval_tokens": dset.tokens,
         "dataset_descriptor": dset.descriptor, "device": "cpu",
-        "environment": {**environment(), **state["threads"]},
+        "environment": run_environment,
     }
     benchmark.extra_info.update({
         "kind": "downstream", "dataset": dataset, "method": name, "family": family, "metric": res["metric"],

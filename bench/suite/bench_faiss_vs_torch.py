@@ -1,8 +1,8 @@
 """FAISS twins against their torch twins: time ratios and code parity, measured in the same session.
 
-For the profile's ``twin_predictors`` (every sweep configuration of the families with a FAISS twin,
-``sf-kmeans``, ``routing``, ``reformer``, when the profile lists none; filtered by ``--predictors``) on
-every dataset of the profile:
+For the profile's ``twin_predictors`` (every sweep configuration of the families with a FAISS twin in
+the registry, ``predictors.registry.families("faiss")``, when the profile lists none; filtered by
+``--predictors``) on every dataset of the profile:
 
 * both twins are fitted once untimed (which trains the shared learned projections, cached in-process),
   then fitted ``FIT_ROUNDS`` more times each, alternating, so ``fit`` times compare the family's own
@@ -10,7 +10,8 @@ every dataset of the profile:
 * both predict every layer of the eval samples ``rounds`` times, alternating (so load on a shared
   machine hits both alike); ratios are of medians, FAISS over torch (below 1: FAISS is faster);
 * pytest-benchmark times the FAISS twin's prediction (``benchmark.pedantic``); the ratios and the
-  fraction of identical codes go to ``extra_info`` and to one record per configuration
+  fraction of identical codes (of identical predicted mask entries for a twin without codes, SimHash's)
+  go to ``extra_info`` and to one record per configuration
   (``records/twin/<dataset>--<name>.json`` in the run folder).
 
 The grid does not depend on what is installed: without faiss (or with ``--backend torch``) every case
@@ -26,11 +27,9 @@ import pytest
 
 import predictors
 from bench.data.sources import dataset_id
-from bench.env import environment
 from bench.execution.timing import sync
-from bench.results.records import record_path, write_json_atomic
+from bench.results.records import write_json_atomic
 
-TWIN_FAMILIES = ("sf-kmeans", "routing", "reformer")
 FIT_ROUNDS = 3
 MIN_PREDICT_ROUNDS = 7
 
@@ -39,18 +38,17 @@ def pytest_generate_tests(metafunc):
     if "twin_case" not in metafunc.fixturenames:
         return
     from bench.config.sweeps import filter_names, sweep_names
+    from predictors.registry import families
 
     config = metafunc.config
     profile = config.sparsebench["profile_name"]
     pattern = config.getoption("predictors")
-    listed = config.sparsebench["profile"].get("twin_predictors")
+    listed = config.sparsebench["profile"].twin_predictors
     if listed is None:  # the full profile compares every configuration of the twin families
-        names = sweep_names(profile, families=list(TWIN_FAMILIES), pattern=pattern)
+        names = sweep_names(profile, families=families("faiss"), pattern=pattern)
     else:
         names = filter_names(listed, pattern)
-    opt = config.getoption("dataset")
-    datasets = [d.strip() for d in opt.split(",")] if opt else list(config.sparsebench["profile"]["datasets"])
-    cases = [(d, n) for d in datasets for n in names]
+    cases = [(d, n) for d in config.sparsebench["datasets"] for n in names]
     metafunc.parametrize("twin_case", cases, ids=[f"{d}-{n}" for d, n in cases])
 
 
@@ -62,33 +60,35 @@ def _faiss_missing() -> bool:
     return False
 
 
-def _codes(graph):
+def _compared(graph, view):
+    """What is compared between twins: the family's own codes (``q_codes``, ``k_codes``), or, for a twin
+    returning explicit pairs instead of codes (SimHash's), the predicted mask of every sample."""
     from predictors.graphs import UnionGraph
 
     graph = graph.parts[0] if isinstance(graph, UnionGraph) else graph
-    return graph.q_codes, graph.k_codes
+    if hasattr(graph, "q_codes"):
+        return graph.q_codes, graph.k_codes
+    return tuple(graph.block_mask(s, 0, int(n), int(n)) for s, n in enumerate(view.lengths))
 
 
-def _equal_fraction(graphs_a, graphs_b) -> float:
+def _equal_fraction(graphs_a, graphs_b, views) -> float:
     same = total = 0
-    for ga, gb in zip(graphs_a, graphs_b):
-        for x, y in zip(_codes(ga), _codes(gb)):
+    for ga, gb, view in zip(graphs_a, graphs_b, views):
+        for x, y in zip(_compared(ga, view), _compared(gb, view)):
             total += x.numel()
             if x.shape == y.shape:
                 same += int((x == y).sum())
     return same / total if total else float("nan")
 
 
-def bench_twin_ratio(benchmark, twin_case, prepared, bench_config):
+def bench_twin_ratio(benchmark, twin_case, prepared, bench_config, fresh_record, run_environment):
     dataset, name = twin_case
     if bench_config.getoption("backend") == "torch":
         pytest.skip("--backend torch: the FAISS twins are not measured")
     if _faiss_missing():
         pytest.skip("faiss is not installed (pip install faiss-cpu): no FAISS twin to compare")
     state = bench_config.sparsebench
-    path = record_path(state["run"], "twin", f"{dataset_id(dataset)}--{name}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("twin", f"{dataset_id(dataset)}--{name}")
     device = bench_config.getoption("device")
     prep = prepared(dataset, bench_config)
     views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
@@ -106,7 +106,7 @@ def bench_twin_ratio(benchmark, twin_case, prepared, bench_config):
         sync(device)
         return graphs
 
-    rounds = max(MIN_PREDICT_ROUNDS, state["profile"]["rounds"])
+    rounds = max(MIN_PREDICT_ROUNDS, state["profile"].rounds)
     predict_times = {"torch": [], "faiss": []}
     for i in range(rounds):
         for b in (("torch", "faiss") if i % 2 == 0 else ("faiss", "torch")):
@@ -114,9 +114,9 @@ def bench_twin_ratio(benchmark, twin_case, prepared, bench_config):
             predict_all(b)
             predict_times[b].append(time.perf_counter() - start)
 
-    graphs_faiss = benchmark.pedantic(predict_all, args=("faiss",), rounds=state["profile"]["rounds"],
+    graphs_faiss = benchmark.pedantic(predict_all, args=("faiss",), rounds=state["profile"].rounds,
                                       warmup_rounds=1, iterations=1)
-    equal = _equal_fraction(predict_all("torch"), graphs_faiss)
+    equal = _equal_fraction(predict_all("torch"), graphs_faiss, views)
     med = {k: {b: statistics.median(v[b]) for b in v} for k, v in (("fit", fit_times), ("predict", predict_times))}
     heads = prep.eval.num_layers * prep.eval.num_heads
     rec = {
@@ -128,7 +128,7 @@ def bench_twin_ratio(benchmark, twin_case, prepared, bench_config):
         "fit_ratio": med["fit"]["faiss"] / med["fit"]["torch"],
         "predict_ratio": med["predict"]["faiss"] / med["predict"]["torch"],
         "codes_equal_fraction": equal,
-        "environment": {**environment(), **state["threads"]},
+        "environment": run_environment,
     }
     benchmark.extra_info.update({
         "kind": "twin", "dataset": dataset, "method": name, "family": rec["family"], "backend": "faiss",

@@ -4,27 +4,23 @@ The goal on a 2-core machine is one such layer at n = 4096 in at most 3 s."""
 
 from __future__ import annotations
 
-import pytest
-
 from bench.evaluation.gold import layer_gold
 from bench.evaluation.speed_data import minilm_shaped
 from bench.execution.timing import time_record
-from bench.results.records import record_path, write_json_atomic
+from bench.results.records import write_json_atomic
 
 
 def pytest_generate_tests(metafunc):
     if "gold_n" in metafunc.fixturenames:
-        ns = metafunc.config.sparsebench["profile"].get("gold_n", [])
+        ns = list(metafunc.config.sparsebench["profile"].gold_n)
         metafunc.parametrize("gold_n", ns, ids=[f"n{n}" for n in ns])
 
 
-def bench_gold_layer(benchmark, gold_n, bench_config):
+def bench_gold_layer(benchmark, gold_n, bench_config, fresh_record):
     state = bench_config.sparsebench
-    path = record_path(state["run"], "gold", f"n{gold_n}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("gold", f"n{gold_n}")
     view = minilm_shaped(1, gold_n, seed=3, ragged=False).layer(0)
-    gold = benchmark.pedantic(layer_gold, args=(view,), rounds=state["profile"]["rounds"], warmup_rounds=0,
+    gold = benchmark.pedantic(layer_gold, args=(view,), rounds=state["profile"].rounds, warmup_rounds=0,
                               iterations=1)
     sparsity = gold.sparsity().mean().item()
     benchmark.extra_info.update({"kind": "gold", "n": gold_n, "heads": 12, "gold_sparsity": sparsity})

@@ -2,29 +2,24 @@
 
 Fitting (projections, centroids, rotations) happens once, outside the timed part, and is recorded as
 ``fit_seconds``. The timed call predicts the compact graphs of every layer of the eval samples.
-Ceilings (``oracle-*``, which read the dense scores) are timed in one round without warm-up.
+Ceilings (families of kind ``ceiling``, which read the dense scores) are timed in one round without warm-up.
 Quality is then scored per layer and head (``bench.evaluation.score.score_fitted``) and stored, numbers only, in
 the benchmark's ``extra_info`` and in the run's record for this configuration.
 """
 
 from __future__ import annotations
 
-import pytest
-
 import predictors
 from bench.data.sources import dataset_id
-from bench.env import environment
 from bench.evaluation.score import score_fitted
 from bench.execution.timing import sync, time_record
-from bench.results.records import record_path, write_json_atomic
+from bench.results.records import write_json_atomic
 
 
-def bench_predictor(benchmark, predictor_case, prepared, bench_config):
+def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_record, run_environment):
     dataset, backend, name = predictor_case
     state = bench_config.sparsebench
-    path = record_path(state["run"], "predictor", f"{dataset_id(dataset)}--{backend}--{name}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("predictor", f"{dataset_id(dataset)}--{backend}--{name}")
     prep = prepared(dataset, bench_config)
     predictor = predictors.get(name, backend=backend, seed=0)
     predictor.fit(prep.fit, prep.fit_gold)
@@ -40,8 +35,8 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config):
         return graphs
 
     # A ceiling reads the dense scores: its time says nothing a reader compares, so one round suffices.
-    ceiling = getattr(predictor, "ceiling", False)
-    rounds = 1 if ceiling else state["profile"]["rounds"]
+    ceiling = predictor.kind == "ceiling"
+    rounds = 1 if ceiling else state["profile"].rounds
     benchmark.pedantic(predict_all_layers, rounds=rounds, warmup_rounds=0 if ceiling else 1, iterations=1)
     rec = score_fitted(prep, predictor, graphs=last["graphs"])
     timing = time_record(benchmark)
@@ -50,10 +45,10 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config):
     rec.update({
         "kind": "predictor", "dataset": dataset, "dataset_descriptor": prep.data.descriptor,
         "device": device, "eval_samples": prep.eval.num_samples, "fit_samples": prep.fit.num_samples,
-        "layers": prep.eval.num_layers, "heads": prep.eval.num_heads,
+        "layers": prep.eval.num_layers, "heads": prep.eval.num_heads, "family_kind": predictor.kind,
         "time": {**timing, "per_head_mean": timing["mean"] / heads},
         "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
-        "environment": {**environment(), **state["threads"]},
+        "environment": run_environment,
     })
     benchmark.extra_info.update({
         "kind": "predictor", "dataset": dataset, "method": name, "family": rec["family"], "backend": backend,

@@ -8,25 +8,21 @@ same tensors.
 
 from __future__ import annotations
 
-import pytest
-
 import predictors
 from bench.evaluation.flops import attention_flops
 from bench.evaluation.speed_data import DIM, HEADS, fit_set, scaling_view
 from bench.execution.dense import dense_layer
 from bench.execution.timing import sync, time_record, to_device
-from bench.results.records import record_path, write_json_atomic
+from bench.results.records import write_json_atomic
 
 
-def bench_scaling(benchmark, scaling_case, bench_config):
+def bench_scaling(benchmark, scaling_case, bench_config, fresh_record):
     n, backend, method = scaling_case
     state = bench_config.sparsebench
-    path = record_path(state["run"], "scaling", f"n{n}--{backend}--{method}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("scaling", f"n{n}--{backend}--{method}")
     device = bench_config.getoption("device")
     view = scaling_view(n)
-    rounds = state["profile"]["rounds"]
+    rounds = state["profile"].rounds
     if backend == "dense":
         view = to_device(view, device)
 

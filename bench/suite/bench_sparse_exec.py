@@ -33,14 +33,13 @@ import time
 import pytest
 
 import predictors
-from bench.env import environment
 from bench.evaluation.speed_data import DIM, HEADS, VIEW_SEED, fit_set, scaling_view
 from bench.execution.dense import dense_attention
 from bench.execution.exec_stats import ExecStats
 from bench.execution.plan import sparse_plan
 from bench.execution.sparse_exec import sparse_entmax_attention
 from bench.execution.timing import time_record
-from bench.results.records import record_path, write_json_atomic
+from bench.results.records import write_json_atomic
 
 REFERENCE = "entmax15-topk"
 
@@ -49,14 +48,14 @@ def pytest_generate_tests(metafunc):
     prof = metafunc.config.sparsebench["profile"]
     if "sparse_exec_case" in metafunc.fixturenames:
         cases = []
-        for n in prof.get("sparse_exec_n", []):
-            limit = prof.get("sparse_exec_dense_max", {})
-            cases += [(n, "dense", m) for m in prof.get("sparse_exec_dense", []) if n <= limit.get(m, n)]
-            cases += [(n, "sparse", p) for p in prof.get("sparse_exec_predictors", [])]
+        for n in prof.sparse_exec_n:
+            limit = prof.sparse_exec_dense_max
+            cases += [(n, "dense", m) for m in prof.sparse_exec_dense if n <= limit.get(m, n)]
+            cases += [(n, "sparse", p) for p in prof.sparse_exec_predictors]
         metafunc.parametrize("sparse_exec_case", cases, ids=[f"n{n}-{b}-{m}" for n, b, m in cases])
     if "sparse_goal_case" in metafunc.fixturenames:
-        goal = prof.get("sparse_exec_goal")
-        cases = [(int(prof["sparse_exec_goal_n"]), goal)] if goal else []
+        goal = prof.sparse_exec_goal
+        cases = [(int(prof.sparse_exec_goal_n), goal)] if goal else []
         metafunc.parametrize("sparse_goal_case", cases, ids=[f"n{n}-{m}" for n, m in cases])
 
 
@@ -71,16 +70,14 @@ def _skip_cuda(config):
                     "GPU machine")
 
 
-def bench_sparse_exec(benchmark, sparse_exec_case, bench_config):
+def bench_sparse_exec(benchmark, sparse_exec_case, bench_config, fresh_record, run_environment):
     n, backend, method = sparse_exec_case
     _skip_cuda(bench_config)
     state = bench_config.sparsebench
-    path = record_path(state["run"], "sparse_exec", f"n{n}--{backend}--{method}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("sparse_exec", f"n{n}--{backend}--{method}")
     view = scaling_view(n)
     q, k, v = view.q, view.k, view.v
-    rounds = state["profile"]["rounds"]
+    rounds = state["profile"].rounds
     extra = {}
     if backend == "dense":
         def run():
@@ -104,7 +101,7 @@ def bench_sparse_exec(benchmark, sparse_exec_case, bench_config):
     benchmark.pedantic(run, rounds=rounds, warmup_rounds=1, iterations=1)
     rec = {"kind": "sparse_exec", "n": n, "backend": backend, "method": method, "device": "cpu", "heads": HEADS,
            "head_dim": DIM, "causal": view.causal, "time": time_record(benchmark), **extra,
-           "environment": {**environment(), **state["threads"]}}
+           "environment": run_environment}
     benchmark.extra_info.update({"kind": "sparse_exec", "n": n, "backend": backend, "method": method, **extra})
     write_json_atomic(path, rec)
 
@@ -128,18 +125,16 @@ def _alternate(dense, sparse, rounds: int) -> tuple[list, list]:
     return td, ts
 
 
-def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config):
+def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config, fresh_record, run_environment):
     n, name = sparse_goal_case
     _skip_cuda(bench_config)
     state = bench_config.sparsebench
     prof = state["profile"]
-    path = record_path(state["run"], "sparse_exec_goal", f"n{n}--{name}")
-    if path.exists():
-        pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+    path = fresh_record("sparse_exec_goal", f"n{n}--{name}")
     view = scaling_view(n)
     q, k, v = view.q, view.k, view.v
     predictor = fitted(name)
-    rounds = prof["rounds"]
+    rounds = prof.rounds
     times = {"dense": [], "sparse": []}
 
     def dense():
@@ -161,13 +156,12 @@ def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config):
 
     synthetic = _recall_on(view, layer_gold(view), predictor.predict(view, 0))
     # The same configuration on real MiniLM attention, fitted on MiniLM's fit samples.
-    real = _real_minilm(name, int(prof.get("sparse_exec_goal_length", 512)),
-                        int(prof.get("sparse_exec_goal_samples", 16)), rounds)
+    real = _real_minilm(name, prof.sparse_exec_goal_length, prof.sparse_exec_goal_samples, rounds)
     rec = {"kind": "sparse_exec_goal", "n": n, "method": name, "reference": REFERENCE, "device": "cpu",
            "heads": HEADS, "head_dim": DIM, "rounds": rounds,
            "dense_seconds": td, "sparse_seconds": ts,
            "speedup_min": min(td) / min(ts), "speedup_median": statistics.median(td) / statistics.median(ts),
-           "synthetic": synthetic, "minilm": real, "environment": {**environment(), **state["threads"]}}
+           "synthetic": synthetic, "minilm": real, "environment": run_environment}
     benchmark.extra_info.update({"kind": "sparse_exec_goal", "n": n, "method": name,
                                  "speedup_min": rec["speedup_min"], "speedup_median": rec["speedup_median"],
                                  "recall_synthetic": synthetic["recall"],

@@ -12,13 +12,17 @@ Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` d
     --no-scaling         skip the scaling sweep
 
 Finished configurations are kept as records; a second session with the same run name skips them.
+
+What every benchmark module shares lives here: ``config.sparsebench`` (the typed profile,
+:class:`bench.config.profiles.Profile`; the run folder; the datasets of the session; the threads), and
+the fixtures ``prepared`` (data and gold, once per session), ``fresh_record`` (a record's path, or a skip
+when this run already measured it) and ``run_environment`` (versions and threads, stored with records).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -41,11 +45,6 @@ def pytest_addoption(parser):
     g.addoption("--threads", type=int, default=None, help="torch threads (default 1, see bench/env.py)")
 
 
-def load_profile(name: str) -> dict:
-    with open(PROFILE_FILE, "rb") as f:
-        return tomllib.load(f)[name]
-
-
 def faiss_available() -> bool:
     try:
         import faiss  # noqa: F401
@@ -55,6 +54,7 @@ def faiss_available() -> bool:
 
 
 def pytest_configure(config):
+    from bench.config.profiles import load_profile
     from bench.env import configure_threads
     from bench.results import records
 
@@ -64,19 +64,20 @@ def pytest_configure(config):
         if not torch.cuda.is_available():
             raise pytest.UsageError("--device cuda asked for, but torch sees no CUDA device here")
     profile = config.getoption("profile")
+    try:
+        prof = load_profile(PROFILE_FILE, profile)
+    except BenchError as exc:
+        raise pytest.UsageError(str(exc)) from None
     run = records.run_dir(config.getoption("run") or profile)
     if config.getoption("fresh") and run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
-    config.sparsebench = {"profile": load_profile(profile), "profile_name": profile, "run": run,
+    opt = config.getoption("dataset")
+    datasets = [d.strip() for d in opt.split(",")] if opt else list(prof.datasets)
+    config.sparsebench = {"profile": prof, "profile_name": profile, "run": run, "datasets": datasets,
                           "threads": configure_threads(config.getoption("threads"))}
     if not config.getoption("benchmark_json", None):
         config.option.benchmark_json = run / f"benchmark-{time.strftime('%Y%m%dT%H%M%S')}.json"
-
-
-def _datasets(config) -> list[str]:
-    opt = config.getoption("dataset")
-    return [d.strip() for d in opt.split(",")] if opt else list(config.sparsebench["profile"]["datasets"])
 
 
 def _backends(config) -> list[str]:
@@ -87,7 +88,7 @@ def _backends(config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    from bench.config.sweeps import filter_names, sweep_names
+    from bench.config.sweeps import filter_names, scaling_names, sweep_names
     from predictors.registry import family_of
 
     config = metafunc.config
@@ -100,21 +101,24 @@ def pytest_generate_tests(metafunc):
                 names = sweep_names(config.sparsebench["profile_name"], pattern=pattern, backend=backend)
             except BenchError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            cases += [(ds, backend, n) for ds in _datasets(config) for n in names]
+            cases += [(ds, backend, n) for ds in config.sparsebench["datasets"] for n in names]
         metafunc.parametrize("predictor_case", cases, ids=[f"{d}-{b}-{n}" for d, b, n in cases])
     if "dense_case" in metafunc.fixturenames:
-        cases = [(ds, m) for ds in _datasets(config) for m in prof["dense"]]
+        cases = [(ds, m) for ds in config.sparsebench["datasets"] for m in prof.dense]
         metafunc.parametrize("dense_case", cases, ids=[f"{d}-{m}" for d, m in cases])
     if "scaling_case" in metafunc.fixturenames:
         if config.getoption("no_scaling"):
             cases = []
         else:
-            preds = filter_names(prof["scaling_predictors"], pattern)
-            limit = prof.get("scaling_dense_max", {})
-            cases = [(n, "dense", m) for n in prof["scaling_n"] for m in prof["scaling_dense"]
+            try:
+                preds = filter_names(scaling_names(prof.name, prof.scaling_predictors), pattern)
+            except BenchError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            limit = prof.scaling_dense_max
+            cases = [(n, "dense", m) for n in prof.scaling_n for m in prof.scaling_dense
                      if n <= limit.get(m, n)]
             # Only some families have FAISS twins.
-            cases += [(n, b, p) for n in prof["scaling_n"] for b in _backends(config) for p in preds
+            cases += [(n, b, p) for n in prof.scaling_n for b in _backends(config) for p in preds
                       if family_of(p, b) is not None]
         metafunc.parametrize("scaling_case", cases, ids=[f"n{n}-{b}-{m}" for n, b, m in cases])
 
@@ -129,9 +133,10 @@ def prepared():
 
     def get(dataset: str, config):
         if dataset not in _PREPARED:
-            opts = {} if dataset.startswith("file:") else dict(config.sparsebench["profile"]["data"])
+            data = config.sparsebench["profile"].data
+            opts = {} if dataset.startswith("file:") else data.options()
             if dataset == "synthetic":
-                opts = {"samples": opts.get("samples"), "length": opts.get("length")}
+                opts = {"samples": data.samples, "length": data.length}
             try:
                 _PREPARED[dataset] = prepare(dataset, show_progress=True, **opts)
             except BenchError as exc:
@@ -146,11 +151,35 @@ def bench_config(pytestconfig):
     return pytestconfig
 
 
-def pytest_benchmark_update_machine_info(config, machine_info):
+@pytest.fixture
+def fresh_record(bench_config):
+    """``fresh_record(kind, rid)`` -> the path of this run's record ``kind``/``rid``; skips the test when
+    the record exists (a resumed run measures every configuration once)."""
+    from bench.results.records import record_path
+
+    def path_or_skip(kind: str, rid: str) -> Path:
+        path = record_path(bench_config.sparsebench["run"], kind, rid)
+        if path.exists():
+            pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+        return path
+
+    return path_or_skip
+
+
+def _environment(config) -> dict:
     from bench.env import environment
 
-    machine_info["sparsebench"] = {**environment(), **config.sparsebench["threads"],
-                                   "profile": config.sparsebench["profile_name"]}
+    return {**environment(), **config.sparsebench["threads"]}
+
+
+@pytest.fixture
+def run_environment(bench_config) -> dict:
+    """Versions, device and the session's pinned threads, stored in every record beside the numbers."""
+    return _environment(bench_config)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["sparsebench"] = {**_environment(config), "profile": config.sparsebench["profile_name"]}
 
 
 def pytest_sessionfinish(session, exitstatus):

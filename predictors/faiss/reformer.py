@@ -20,6 +20,7 @@ import torch
 
 from predictors.faiss.common import FaissTwin, as_float32, faiss_threads, search
 from predictors.graphs import CodeGraph
+from predictors.registry import register
 from predictors.torch.reformer import ReformerLSH, padding_to_minus_one, space_qk
 
 
@@ -43,6 +44,7 @@ def faiss_buckets(xs: list[torch.Tensor], rot: torch.Tensor, lengths: torch.Tens
     return [padding_to_minus_one(c, lengths).contiguous() for c in out]
 
 
+@register
 class FaissReformerLSH(FaissTwin, ReformerLSH):
     """Reformer LSH hashed through FAISS; see the module docstring and :class:`ReformerLSH`.
 

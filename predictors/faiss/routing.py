@@ -21,6 +21,7 @@ import torch
 from predictors.errors import PredictorError
 from predictors.faiss.common import FaissTwin, as_float32, faiss_kmeans, faiss_threads, search
 from predictors.graphs import CodeGraph
+from predictors.registry import register
 from predictors.torch.reformer import fit_projections, space_qk
 from predictors.torch.routing import KMEANS_ITERS, RoutingKMeans
 
@@ -75,6 +76,7 @@ def balanced_codes_faiss(x: torch.Tensor, centroids: torch.Tensor, lengths: torc
     return membership_codes(member)
 
 
+@register
 class FaissRoutingKMeans(FaissTwin, RoutingKMeans):
     """Routing k-means through FAISS; see the module docstring and :class:`RoutingKMeans`.
 

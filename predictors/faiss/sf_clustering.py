@@ -20,6 +20,7 @@ from predictors.errors import PredictorError
 from predictors.faiss.common import FaissTwin, as_float32, faiss_kmeans, faiss_threads, search
 from predictors.graphs import CodeGraph
 from predictors.projections import projected_points
+from predictors.registry import register
 from predictors.torch.sf_clustering import KMEANS_ITERS, SparsefinderClustering
 
 
@@ -45,6 +46,7 @@ def nearest_centroids(xs: list[torch.Tensor], centroids: torch.Tensor, top: int,
     return [c.contiguous() for c in out]
 
 
+@register
 class FaissSparsefinderClustering(FaissTwin, SparsefinderClustering):
     """Sparsefinder clustering through FAISS; see the module docstring and :class:`SparsefinderClustering`.
 

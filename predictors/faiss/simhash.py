@@ -31,6 +31,7 @@ import torch
 from predictors.errors import PredictorError
 from predictors.faiss.common import FaissTwin, faiss_threads
 from predictors.graphs import PredictedGraph
+from predictors.registry import register
 from predictors.torch.simhash import SimHash
 
 CAUSAL_BLOCK = 64
@@ -91,6 +92,7 @@ def range_pairs(index, q: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np
     return np.concatenate(rows), np.concatenate(cols)
 
 
+@register
 class FaissSimHash(FaissTwin, SimHash):
     """SimHash searched with FAISS binary indexes; see the module docstring and :class:`SimHash`."""
 

@@ -24,6 +24,7 @@ import torch
 from predictors.base import COMMON, Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import KeyListGraph
+from predictors.registry import register
 
 
 def with_defaults(**defaults) -> tuple[Param, ...]:
@@ -82,6 +83,7 @@ def random_keys(lengths: torch.Tensor, num_heads: int, t: int, r: int, causal: b
     return chosen
 
 
+@register
 class BigBird(Predictor):
     """Window + globals + ``r`` random keys per query; nothing is fitted.
 
@@ -90,6 +92,7 @@ class BigBird(Predictor):
     global tokens are fixed patterns.
     """
 
+    kind = "fixed"
     family = "bigbird"
     params = (Param("r", "r", int, 3, doc="random keys per query, uniform over its valid keys"),)
 

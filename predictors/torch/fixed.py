@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import FunctionGraph
+from predictors.registry import register
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,14 @@ class FixedRule:
         return same_block | summary
 
 
+@register
 class FixedPattern(Predictor):
     """Sparse Transformer fixed pattern with stride ``l`` and ``c`` summary columns; nothing is fitted.
 
     FLOPs: 0 per head, a fixed pattern.
     """
 
+    kind = "fixed"
     family = "fixed"
     params = (
         Param("l", "l", int, 16, doc="stride: block length"),

@@ -30,6 +30,7 @@ import math
 import torch
 
 from predictors.base import Param, Predictor
+from predictors.registry import register
 from predictors.torch.seer import data_key
 from predictors.torch.simhash import HAMMING_PARAMS, HammingGraph, check_hamming, query_radii, sign_bits
 
@@ -108,6 +109,7 @@ def fit_hash(data, gold, bits: int, seed: int) -> tuple[torch.Tensor, ...]:
     return _CACHE[key]
 
 
+@register
 class HashAttention(Predictor):
     """Learned ``K``-bit codes (``b``), Hamming radius ``h`` and ``top`` nearest keys per query.
 
@@ -115,6 +117,7 @@ class HashAttention(Predictor):
     codes, one XOR and popcount per pair, ``n^2``; the ``top`` selection is not counted.
     """
 
+    kind = "learned"
     family = "hashattn"
     learned = True
     params = (Param("b", "b", int, 32, doc="bits per code"),) + HAMMING_PARAMS

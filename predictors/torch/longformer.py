@@ -11,15 +11,18 @@ from __future__ import annotations
 from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import GlobalGraph
+from predictors.registry import register
 from predictors.torch.bigbird import with_defaults
 
 
+@register
 class Longformer(Predictor):
     """Window of width ``w`` + global tokens ``0 .. n-1`` (full rows and columns); nothing is fitted.
 
     FLOPs: 0 per head, a fixed pattern.
     """
 
+    kind = "fixed"
     family = "longformer"
     params = (Param("n", "n", int, 2, doc="number of global tokens at the start of the sample"),)
 

@@ -28,6 +28,7 @@ from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import PredictedGraph
 from predictors.masking import allowed_keys, block_scores
+from predictors.registry import register
 
 
 @dataclass
@@ -78,6 +79,7 @@ def vertical_slash(prob: torch.Tensor, rows: torch.Tensor, n: int, v: int, sl: i
     return columns, offsets, valid
 
 
+@register
 class MInferenceVS(Predictor):
     """Vertical-slash from the last ``lq`` queries: top ``v`` columns, top ``sl`` diagonals.
 
@@ -85,6 +87,7 @@ class MInferenceVS(Predictor):
     ``2 m n d``; the softmax, sums and sorts are ``O(m n)`` and ``O(n log n)`` and not counted.
     """
 
+    kind = "block"
     family = "minference"
     params = (
         Param("lq", "lq", int, 64, doc="last queries whose attention is estimated"),

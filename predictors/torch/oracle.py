@@ -3,7 +3,7 @@
 They cost as much as dense attention scores (FLOPs per head: ``2 n^2 d``), so they are *not* cheap
 and never a candidate method; they draw the best curve a score-based predictor could reach, to
 put every other family's recall in perspective. Every family here is named ``oracle-...`` and has
-the class attribute ``ceiling = True``.
+the kind ``"ceiling"`` (:data:`predictors.registry.KINDS`).
 
 * ``oracle-thr-sp<s>`` (:class:`OracleThreshold`): per sample and head, the ``m = round((1 - s) V)``
   valid pairs with the largest scaled scores ``z_ij = scale * q_i . k_j`` (``V`` valid pairs: ``n^2``,
@@ -40,6 +40,7 @@ from predictors.entmax import entmax_probs
 from predictors.errors import PredictorError
 from predictors.graphs import KeyListGraph, PredictedGraph
 from predictors.masking import allowed_keys, block_scores, mask_scores, valid_pair_count
+from predictors.registry import register
 
 BLOCK = 256  # query rows per block when computing scores
 RANKS = ("score", "margin")
@@ -103,63 +104,89 @@ def rank_cuts(view, m: torch.Tensor, rank: str, block: int = BLOCK) -> tuple[tor
     many exactly equal values, such as probability 1 on a row's only key). ``m[s] = 0`` gives
     :data:`NONE` (nothing passes); ``m[s] >= V_s`` gives 0 and a cut of ``n^2`` (everything passes).
 
-    An exact radix select: each pass recomputes the values block by block and histograms the next
-    :data:`RADIX_WIDTHS` bits of the keys that share the prefix found so far, per head, then keeps the
-    bucket holding the ``m``-th largest. Memory ``O(H x block x n)``; three passes over the scores (the
-    values are computed once and kept when ``H n^2 <= KEEP_VALUES``).
+    An exact radix select (:func:`_radix_select`): each pass recomputes the values block by block and
+    histograms the next :data:`RADIX_WIDTHS` bits of the keys that share the prefix found so far, per
+    head, then keeps the bucket holding the ``m``-th largest; one more pass finds the cut among its ties
+    (:func:`_tie_cut`). Memory ``O(H x block x n)``; the values are computed once and kept when
+    ``H n^2 <= KEEP_VALUES`` (:class:`_SampleKeys`).
     """
     s_count, nh = view.q.shape[:2]
     out = torch.empty(s_count, nh, dtype=torch.int64)
     cuts = torch.zeros(s_count, nh, dtype=torch.int64)
-    heads = torch.arange(nh)[:, None, None]
     for s in range(s_count):
         n = int(view.lengths[s])
-        total = valid_pair_count(n, view.causal)
         ms = int(m[s])
         if ms <= 0:
             out[s] = NONE
             continue
-        if ms >= total:
+        if ms >= valid_pair_count(n, view.causal):
             out[s], cuts[s] = 0, n * n
             continue
-        k = view.k[s, :, :n]
-
-        def block_keys(i0, i1, s=s, n=n, k=k):
-            allowed = allowed_keys(i0, i1, n, view.causal)
-            return allowed, sortable_keys(pair_values(view.q[s, :, i0:i1], k, view.scale, view.alpha, allowed, rank))
-
-        starts = range(0, n, block)
-        # Small enough to keep: compute the values once for the three passes instead of three times.
-        kept = ([block_keys(i0, min(n, i0 + block)) for i0 in starts] if nh * n * n <= KEEP_VALUES else None)
-        need = torch.full((nh,), ms, dtype=torch.int64)
-        prefix = torch.zeros(nh, dtype=torch.int64)
-        known = 0
-        for width in RADIX_WIDTHS:
-            shift = 32 - known - width
-            buckets = 1 << width
-            hist = torch.zeros(nh * buckets, dtype=torch.int64)
-            for b, i0 in enumerate(starts):
-                allowed, keys = kept[b] if kept is not None else block_keys(i0, min(n, i0 + block))
-                sel = allowed & ((keys >> (shift + width)) == prefix[:, None, None])
-                digit = heads * buckets + ((keys >> shift) & (buckets - 1))
-                hist += torch.bincount(digit[sel], minlength=nh * buckets)
-            b, need = _bucket_from_top(hist.view(nh, buckets), need)
-            prefix = (prefix << width) | b
-            known += width
-        out[s] = prefix
-        # The first `need` pairs equal to the threshold, in row-major order, complete the m largest.
-        seen = torch.zeros(nh, dtype=torch.int64)
-        cut = torch.full((nh,), n * n, dtype=torch.int64)
-        for b, i0 in enumerate(starts):
-            allowed, keys = kept[b] if kept is not None else block_keys(i0, min(n, i0 + block))
-            ties = (allowed & (keys == prefix[:, None, None])).flatten(1)  # [H, B n], row-major
-            count = seen[:, None] + ties.cumsum(1)
-            last = ties & (count == need[:, None])  # the need-th tie of each head, if in this block
-            found = last.any(1) & (seen < need)
-            cut[found] = i0 * n + last[found].long().argmax(1) + 1
-            seen += ties.sum(1)
-        cuts[s] = cut
+        keys = _SampleKeys(view, s, rank, block)
+        out[s], need = _radix_select(keys, nh, ms)
+        cuts[s] = _tie_cut(keys, out[s], need)
     return out, cuts
+
+
+class _SampleKeys:
+    """The sortable keys of one sample's pairs, one block of ``B`` queries at a time: iterating gives
+    ``(i0, allowed, keys)`` per block (bool ``[B, n]``, int64 ``[H, B, n]``), kept in memory when
+    ``H n^2 <= KEEP_VALUES`` (small enough to compute once for every pass instead of once per pass)."""
+
+    def __init__(self, view, s: int, rank: str, block: int):
+        self.view, self.s, self.rank, self.block = view, s, rank, block
+        self.n = int(view.lengths[s])
+        self.k = view.k[s, :, :self.n]
+        self.starts = range(0, self.n, block)
+        small = view.q.shape[1] * self.n * self.n <= KEEP_VALUES
+        self.kept = [self._compute(i0) for i0 in self.starts] if small else None
+
+    def _compute(self, i0: int):
+        v, i1 = self.view, min(self.n, i0 + self.block)
+        allowed = allowed_keys(i0, i1, self.n, v.causal)
+        return allowed, sortable_keys(pair_values(v.q[self.s, :, i0:i1], self.k, v.scale, v.alpha, allowed, self.rank))
+
+    def __iter__(self):
+        for b, i0 in enumerate(self.starts):
+            allowed, keys = self.kept[b] if self.kept is not None else self._compute(i0)
+            yield i0, allowed, keys
+
+
+def _radix_select(sample_keys: _SampleKeys, nh: int, ms: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key of the ``ms``-th largest allowed value per head (int64 ``[H]``) and how many of the ``ms``
+    largest equal it (int64 ``[H]``), by one histogram pass per width of :data:`RADIX_WIDTHS`."""
+    heads = torch.arange(nh)[:, None, None]
+    need = torch.full((nh,), ms, dtype=torch.int64)
+    prefix = torch.zeros(nh, dtype=torch.int64)
+    known = 0
+    for width in RADIX_WIDTHS:
+        shift = 32 - known - width
+        buckets = 1 << width
+        hist = torch.zeros(nh * buckets, dtype=torch.int64)
+        for _, allowed, keys in sample_keys:
+            sel = allowed & ((keys >> (shift + width)) == prefix[:, None, None])
+            digit = heads * buckets + ((keys >> shift) & (buckets - 1))
+            hist += torch.bincount(digit[sel], minlength=nh * buckets)
+        b, need = _bucket_from_top(hist.view(nh, buckets), need)
+        prefix = (prefix << width) | b
+        known += width
+    return prefix, need
+
+
+def _tie_cut(sample_keys: _SampleKeys, threshold: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    """Per head, the row-major pair index just past the ``need``-th allowed pair equal to ``threshold``
+    (int64 ``[H]``; ``n^2`` when the ties end in no block): those pairs complete the ``m`` largest."""
+    nh, n = threshold.numel(), sample_keys.n
+    seen = torch.zeros(nh, dtype=torch.int64)
+    cut = torch.full((nh,), n * n, dtype=torch.int64)
+    for i0, allowed, keys in sample_keys:
+        ties = (allowed & (keys == threshold[:, None, None])).flatten(1)  # [H, B n], row-major
+        count = seen[:, None] + ties.cumsum(1)
+        last = ties & (count == need[:, None])  # the need-th tie of each head, if in this block
+        found = last.any(1) & (seen < need)
+        cut[found] = i0 * n + last[found].long().argmax(1) + 1
+        seen += ties.sum(1)
+    return cut
 
 
 @dataclass
@@ -189,13 +216,14 @@ class RankThresholdGraph(PredictedGraph):
 class _Oracle(Predictor):
     """Common part of the ceilings: not learned, cost of the dense scores."""
 
-    ceiling = True
+    kind = "ceiling"
     learned = False
 
     def _flops(self, n, d):
         return 2.0 * n * n * d
 
 
+@register
 class OracleThreshold(_Oracle):
     """Top ``(1 - sp)`` share of valid pairs by raw score, per sample and head; a ceiling (not cheap).
 
@@ -221,6 +249,7 @@ class OracleThreshold(_Oracle):
         return RankThresholdGraph(view.q, view.k, thr, cuts, view.scale, view.alpha, view.causal, self.rank)
 
 
+@register
 class OracleMargin(OracleThreshold):
     """Top ``(1 - sp)`` share of valid pairs by entmax margin: gold pairs first, by probability.
 
@@ -232,6 +261,7 @@ class OracleMargin(OracleThreshold):
     rank = "margin"
 
 
+@register
 class OracleTopK(_Oracle):
     """The ``k`` best-scoring allowed keys of every query; a ceiling (not cheap).
 

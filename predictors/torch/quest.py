@@ -28,6 +28,7 @@ import torch
 from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph, PredictedGraph
+from predictors.registry import register
 
 CHUNK = 256
 
@@ -80,6 +81,7 @@ def top_pages(scores: torch.Tensor, allowed: torch.Tensor, k: int) -> torch.Tens
     return out
 
 
+@register
 class Quest(Predictor):
     """Quest page selection: pages of ``b`` keys, top ``k`` pages per query (or per query block).
 
@@ -90,6 +92,7 @@ class Quest(Predictor):
 
     block_param = "b"
 
+    kind = "block"
     family = "quest"
     params = (
         Param("per", "", str, "query", choices=("query", "block"),

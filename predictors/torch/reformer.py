@@ -26,6 +26,7 @@ from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.projections import cached_projections
+from predictors.registry import register
 
 PROJ_DIM = 4
 
@@ -64,6 +65,7 @@ def padding_to_minus_one(codes: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     return codes.masked_fill(pad[:, None, :, None], -1)
 
 
+@register
 class ReformerLSH(Predictor):
     """Reformer LSH: ``h`` rounds of ``b`` angular buckets in a shared, normalised q/k space.
 
@@ -76,6 +78,7 @@ class ReformerLSH(Predictor):
     The argmax over ``b`` values and the normalisation are ``O(n b h)`` and ``O(n d)`` and not counted.
     """
 
+    kind = "hashing"
     family = "reformer"
     params = (
         SPACE,

@@ -27,6 +27,7 @@ from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.kmeans import kmeans
+from predictors.registry import register
 from predictors.torch.reformer import PROJ_DIM, SPACE, fit_projections, space_qk
 
 KMEANS_ITERS = 25
@@ -65,6 +66,7 @@ def balanced_codes(x: torch.Tensor, centroids: torch.Tensor, lengths: torch.Tens
     return torch.where(codes < k, codes, -1).cpu()
 
 
+@register
 class RoutingKMeans(Predictor):
     """Routing Transformer: balanced k-means routing of normalised queries and keys.
 
@@ -78,6 +80,7 @@ class RoutingKMeans(Predictor):
     The normalisation (``O(n d)``) is not counted; k-means runs in fit and is not prediction.
     """
 
+    kind = "learned"
     family = "routing"
     learned = True
     params = (SPACE, Param("k", "k", int, 8, doc="clusters"))

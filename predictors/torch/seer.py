@@ -39,6 +39,7 @@ import torch
 from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph
+from predictors.registry import register
 
 GATE_DIM = 16
 STEPS = 100
@@ -174,6 +175,7 @@ def select_blocks(gate: torch.Tensor, allowed: torch.Tensor, top: int, t: float)
     return keep & allowed
 
 
+@register
 class SeerGate(Predictor):
     """Learned block gate: blocks of ``b``, keep the ``top`` gates or gates ``>= t`` per query block.
 
@@ -184,6 +186,7 @@ class SeerGate(Predictor):
 
     block_param = "b"
 
+    kind = "block"
     family = "seer"
     learned = True
     params = (

@@ -17,10 +17,12 @@ from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.kmeans import assign, kmeans
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projected_points, projection_flops
+from predictors.registry import register
 
 KMEANS_ITERS = 25
 
 
+@register
 class SparsefinderClustering(ProjectedPredictor):
     """Top-``top`` nearest of ``k`` centroids; names ``sf-kmeans-r4-k16-top2``, ``sf-kmeans-r4-k16-top2-w11-g1``.
 
@@ -35,6 +37,7 @@ class SparsefinderClustering(ProjectedPredictor):
     * pairs: intersecting two sets of ``top`` ids, ``top^2 n^2`` comparisons.
     """
 
+    kind = "learned"
     family = "sf-kmeans"
     params = PROJECTION_PARAMS + (
         Param("k", "k", int, 16, doc="centroids per layer and head"),

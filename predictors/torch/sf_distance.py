@@ -16,10 +16,12 @@ from predictors.base import Param
 from predictors.errors import PredictorError
 from predictors.graphs import DistanceGraph
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projection_flops
+from predictors.registry import register
 
 METRICS = {"l2": "l2", "cos": "cosine"}
 
 
+@register
 class SparsefinderDistance(ProjectedPredictor):
     """Threshold on the projected distance; names ``sf-dist-r4-t2``, ``sf-dist-r4-shared-cos-t0.5``.
 
@@ -37,6 +39,7 @@ class SparsefinderDistance(ProjectedPredictor):
     Causal attention needs only ``n (n + 1) / 2`` of the pairs; the formula counts all ``n^2``.
     """
 
+    kind = "learned"
     family = "sf-dist"
     params = PROJECTION_PARAMS + (
         Param("metric", "", str, "l2", choices=tuple(METRICS), doc="l2: squared L2 distance; cos: 1 - cosine"),

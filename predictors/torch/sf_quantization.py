@@ -25,6 +25,7 @@ from predictors.base import Param
 from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projected_points, projection_flops
+from predictors.registry import register
 
 
 def quantile_boundaries(x: torch.Tensor, buckets: int) -> torch.Tensor:
@@ -59,6 +60,7 @@ def tanh_buckets(x: torch.Tensor, buckets: int) -> torch.Tensor:
     return torch.clamp((u * buckets).floor().long(), 0, buckets - 1)
 
 
+@register
 class SparsefinderQuantization(ProjectedPredictor):
     """Shared buckets per projected dimension; names ``sf-quant-r4-b8``, ``sf-quant-r4-tanh-b8``.
 
@@ -73,6 +75,7 @@ class SparsefinderQuantization(ProjectedPredictor):
     * pairs: one code comparison per dimension, ``r n^2``.
     """
 
+    kind = "learned"
     family = "sf-quant"
     params = PROJECTION_PARAMS + (
         Param("mode", "", str, "rank", choices=("rank", "tanh"),

@@ -29,6 +29,7 @@ import torch
 from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import PredictedGraph
+from predictors.registry import register
 
 BLOCK = 256
 
@@ -111,6 +112,7 @@ def sign_bits(x: torch.Tensor, proj: torch.Tensor, bias: torch.Tensor | None = N
     return y > 0
 
 
+@register
 class SimHash(Predictor):
     """Random SimHash: ``L`` tables (``l``) of ``K`` bits (``b``), Hamming radius ``h`` and ``top`` keys.
 
@@ -119,6 +121,7 @@ class SimHash(Predictor):
     ``K <= 64`` bits fit one word); the ``top`` selection is not counted.
     """
 
+    kind = "hashing"
     family = "simhash"
     params = (
         Param("b", "b", int, 8, doc="bits per table"),

@@ -33,6 +33,7 @@ import torch
 from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph
+from predictors.registry import register
 
 
 def group_vectors(x: torch.Tensor, n: int, stride: int, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,6 +99,7 @@ def threshold_blocks(p: torch.Tensor, tau: float) -> torch.Tensor:
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
+@register
 class XAttention(Predictor):
     """XAttention: blocks ``b``, antidiagonal stride ``st``, cumulative threshold ``t``; nothing is fitted.
 
@@ -108,6 +110,7 @@ class XAttention(Predictor):
 
     block_param = "b"
 
+    kind = "block"
     family = "xattention"
     params = (
         Param("b", "b", int, 64, doc="block size B (tokens per block side)"),

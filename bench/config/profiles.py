@@ -1,0 +1,146 @@
+"""Benchmark profiles as typed, frozen data: ``bench/suite/profiles.toml`` read into :class:`Profile`.
+
+Every key of a profile table is a field of :class:`Profile` (its ``data`` table a :class:`DataOptions`);
+the file's own comments say what each one means. A key that is not a field (a misspelling), a missing
+required key or a value of the wrong type is a :class:`~bench.errors.BenchError` naming the file, the
+profile and the key. Optional keys take the defaults below, which are what the suite assumed when the
+profiles were plain dictionaries. Lists become tuples and tables read-only mappings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Options passed to every attention source (``bench.data.sources.load_source``); unset: its default."""
+
+    samples: int | None = None
+    length: int | None = None
+    corpus: str | None = None
+    seed: int | None = None
+
+    def options(self) -> dict:
+        """The options that are set, as keywords."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def _empty() -> Mapping:
+    return types.MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One profile of ``profiles.toml`` (see the comments there); ``name`` is its table name."""
+
+    name: str
+    datasets: tuple[str, ...]
+    data: DataOptions
+    rounds: int
+    dense: tuple[str, ...]
+    scaling_n: tuple[int, ...]
+    scaling_dense: tuple[str, ...]
+    twin_predictors: tuple[str, ...] | None = None  # None: every configuration of the twin families
+    gold_n: tuple[int, ...] = ()
+    scaling_dense_max: Mapping[str, int] = field(default_factory=_empty)
+    scaling_predictors: tuple[str, ...] | None = None  # None: one configuration per cheap family
+    downstream_predictors: str = ""  # glob(s), comma separated (a TOML list is joined with commas)
+    downstream_samples: int | None = None
+    downstream_rounds: int = 1
+    sparse_exec_n: tuple[int, ...] = ()
+    sparse_exec_predictors: tuple[str, ...] = ()
+    sparse_exec_dense: tuple[str, ...] = ()
+    sparse_exec_dense_max: Mapping[str, int] = field(default_factory=_empty)
+    sparse_exec_goal: str | None = None
+    sparse_exec_goal_n: int | None = None
+    sparse_exec_goal_length: int = 512
+    sparse_exec_goal_samples: int = 16
+
+
+# Keys whose TOML value may take a second, equivalent form.
+_NORMALISE = {"downstream_predictors": lambda v: ",".join(v) if isinstance(v, list) else v}
+
+
+def _describe(tp) -> str:
+    """``tp`` in words, for error messages: "an int", "a list of strs", "a table of ints"."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).split()[-1]}s"
+    if origin is Mapping:
+        return f"a table of {_describe(args[1]).split()[-1]}s"
+    if tp in (int, str, float):
+        return ("an " if tp is int else "a ") + tp.__name__
+    return f"a table ({tp.__name__})"
+
+
+def _convert(value, tp, where: str, key: str):
+    """``value`` read from TOML as the field type ``tp``; a BenchError naming ``where`` and ``key`` otherwise."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None: TOML has no null, only X comes
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple and isinstance(value, list):
+        return tuple(_convert(v, args[0], where, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is Mapping and isinstance(value, dict):
+        return types.MappingProxyType({k: _convert(v, args[1], where, f"{key}.{k}") for k, v in value.items()})
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return _build(tp, value, where, prefix=key + ".")
+    raise BenchError(f"{where}: key {key!r} must be {_describe(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls, table: dict, where: str, prefix: str = "", **given):
+    """``cls(**given, **table)`` with every key of ``table`` checked against the fields of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in given}
+    values = dict(given)
+    for key, value in table.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise BenchError(f"{where}: unknown key {prefix + key!r}{hint}; known: {', '.join(fields)}")
+        value = _NORMALISE.get(key, lambda v: v)(value)
+        values[key] = _convert(value, hints[key], where, prefix + key)
+    missing = [k for k, f in fields.items() if k not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise BenchError(f"{where}: missing key(s) {', '.join(prefix + k for k in missing)}")
+    return cls(**values)
+
+
+def load_profiles(path: Path) -> dict[str, Profile]:
+    """Every profile of the TOML file ``path``, checked."""
+    try:
+        with open(path, "rb") as f:
+            spec = tomllib.load(f)
+    except OSError as exc:
+        raise BenchError(f"cannot read the profiles file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"profiles file {path} is not valid TOML: {exc}") from None
+    out = {}
+    for name, table in spec.items():
+        where = f"{path}: profile {name!r}"
+        if not isinstance(table, dict):
+            raise BenchError(f"{where} must be a table, got {type(table).__name__}")
+        out[name] = _build(Profile, table, where, name=name)
+    return out
+
+
+def load_profile(path: Path, name: str) -> Profile:
+    """The profile ``name`` of ``path`` (every profile of the file is checked)."""
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise BenchError(f"unknown profile {name!r} in {path}; known: {', '.join(profiles)}")
+    return profiles[name]
