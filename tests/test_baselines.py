@@ -412,6 +412,7 @@ def test_grouped_query_heads():
 
 # -- the learned projection space ---------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["reformer-proj-b4-h2", "routing-proj-k4"])
 def test_projection_space(name):
     pytest.importorskip("predictors.projections")

@@ -153,6 +153,7 @@ def test_minilm_mask_is_read_as_lengths():
 # ---------------------------------------------------------------- held-out sets and evaluation
 
 
+@pytest.mark.slow
 def test_entmax_lm_set_is_held_out_and_the_dense_run_is_the_reference(lm_prep, corpus):
     dset = downstream_set(lm_prep, samples=10, corpus=corpus)
     fit = lm_prep.fit.descriptor["samples"]
@@ -172,6 +173,7 @@ def test_entmax_lm_set_is_held_out_and_the_dense_run_is_the_reference(lm_prep, c
     assert not res["higher_is_better"]
 
 
+@pytest.mark.slow
 def test_restricted_entmax_lm_run_records_its_sparsity(lm_prep, corpus):
     dset = downstream_set(lm_prep, samples=8, corpus=corpus)
     p = predictors.get("window-w3").fit(lm_prep.fit, lm_prep.fit_gold)
@@ -298,6 +300,7 @@ def test_summary_carries_the_new_records(tmp_path):
     assert s["predictors"] == [] and s["environment"] == {"torch": "x"}  # environment from the new records
 
 
+@pytest.mark.slow
 def test_report_section_renders(tmp_path):
     from bench.report import render as report
 

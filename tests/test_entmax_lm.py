@@ -76,6 +76,7 @@ def test_same_seed_gives_identical_weights_and_captures(corpus, trained):
     assert not torch.equal(other.tok.weight, model.tok.weight)
 
 
+@pytest.mark.slow
 def test_training_leaves_threads_and_global_rng_alone(corpus):
     threads = torch.get_num_threads()
     torch.manual_seed(123)

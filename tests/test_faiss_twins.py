@@ -78,6 +78,7 @@ def assert_same_graphs(a, b, ev):
 
 
 # -- import isolation and errors ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_importing_predictors_and_building_twins_does_not_import_faiss():
     code = ("import sys, predictors, predictors.faiss.common, predictors.faiss.routing, "
             "predictors.faiss.reformer, predictors.faiss.sf_clustering\n"

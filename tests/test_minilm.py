@@ -6,6 +6,7 @@ import torch
 from bench.data.minilm import load_minilm, minilm_data, model_dir, tokenize
 
 
+@pytest.mark.slow
 def test_captured_qk_reproduce_the_models_own_attention():
     transformers = pytest.importorskip("transformers")
     ref = transformers.BertModel.from_pretrained(str(model_dir()), attn_implementation="eager").eval()

@@ -38,6 +38,7 @@ def scratch_registry(monkeypatch):
             del sys.modules[name]
 
 
+@pytest.mark.slow
 def test_importing_predictors_imports_no_family_module_and_discovery_no_faiss():
     code = textwrap.dedent("""
         import sys, predictors

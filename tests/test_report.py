@@ -96,6 +96,7 @@ def rendered(tmp_path_factory):
     return run, run / "report", paths
 
 
+@pytest.mark.slow
 def test_render_writes_every_output(rendered):
     run, out, paths = rendered
     names = {p.relative_to(out).as_posix() for p in paths}
@@ -118,6 +119,7 @@ def test_render_writes_every_output(rendered):
             assert not (o["output_type"] == "stream" and o["name"] == "stderr"), o["text"]
 
 
+@pytest.mark.slow
 def test_report_answers_the_questions(rendered):
     _, out, _ = rendered
     readme = (out / "README.md").read_text()
@@ -145,6 +147,7 @@ def test_report_answers_the_questions(rendered):
     assert "import pareto" not in html and "load_run(" not in html
 
 
+@pytest.mark.slow
 def test_rerender_replaces_stale_figures(rendered, tmp_path):
     _, out, _ = rendered
     copy = tmp_path / "report"
@@ -171,6 +174,7 @@ def chromium() -> str:
     return exe
 
 
+@pytest.mark.slow
 def test_html_opens_in_headless_chromium(rendered, tmp_path):
     exe = chromium()
     _, out, paths = rendered
