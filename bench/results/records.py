@@ -32,21 +32,22 @@ def write_json_atomic(path: Path, obj) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_nan_to_none(obj), f, indent=1, sort_keys=True)
+            json.dump(nan_to_none(obj), f, indent=1, sort_keys=True)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _nan_to_none(obj):
-    # Strict JSON has no NaN: undefined numbers are stored as null and read back as NaN.
+def nan_to_none(obj):
+    """``obj`` with every NaN or infinite float as ``None``: strict JSON has no NaN, so undefined numbers
+    are stored as null (and read back as NaN)."""
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: nan_to_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [nan_to_none(v) for v in obj]
     return obj
 
 
