@@ -5,6 +5,7 @@
     sparsebench list [--json]                            registered predictor families, kinds, parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
     sparsebench compare RUN --baseline FILE              regression gates against a baseline
+    sparsebench rescore RUN [--write]                    recompute a run's metrics from its stored graphs
     sparsebench report RUN                               render the trade-off report of a run
 
 Bad input ends with one line ``sparsebench: error: ...`` and exit status 2, never a traceback.
@@ -179,6 +180,16 @@ def cmd_compare(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_rescore(args) -> int:
+    from bench.results.rescore import report_lines, rescore_run
+
+    progress = None if args.quiet else lambda rid, outcome: print(f"  {outcome:<7} {rid}", flush=True)
+    result = rescore_run(args.run, write=args.write, progress=progress)
+    for line in report_lines(result, args.write):
+        print(line)
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsebench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the baseline from this run instead (with the run's fingerprint)")
     p.add_argument("--no-speed", action="store_true", help="check quality only")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("rescore", help="recompute every predictor record's metrics from its stored graphs")
+    p.add_argument("run", help="a run folder (reports/runs/NAME) or a run name")
+    p.add_argument("--write", action="store_true", help="replace differing numbers and rebuild the summary")
+    p.add_argument("--quiet", action="store_true", help="no line per record, only the differences and a total")
+    p.set_defaults(func=cmd_rescore)
     from bench.report.cli import add_report_parser
 
     add_report_parser(sub)

@@ -6,6 +6,8 @@ one block of queries of one sample, ``[H, i1 - i0, n]`` over that sample's ``n``
 metrics intersect it with the causal mask themselves, so graphs may over-predict future keys.
 
 Every graph also counts the pairs it predicts through ``block_mask``; nothing else is assumed.
+:meth:`PredictedGraph.to_state` and :func:`predictors.graph_state.graph_from_state` store a graph as
+tensors plus a JSON-able spec and read it back exactly (the benchmark keeps its graphs that way).
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ class PredictedGraph:
 
     def block_mask(self, s: int, i0: int, i1: int, n: int) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def to_state(self, prefix: str = "graph", shared: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+        """``(tensors, spec)``: a flat dict of tensors and a JSON-able spec that
+        :func:`predictors.graph_state.graph_from_state` turns back into an equal graph (see that module)."""
+        from predictors.graph_state import graph_to_state
+
+        return graph_to_state(self, prefix, shared)
 
     def __or__(self, other: PredictedGraph) -> UnionGraph:
         parts = (self.parts if isinstance(self, UnionGraph) else [self]) + (

@@ -78,6 +78,12 @@ def _extra_modules() -> list[str]:
     return [m.strip() for m in os.environ.get(FAMILIES_ENV, "").split(",") if m.strip()]
 
 
+def family_module(module: str) -> bool:
+    """Whether ``module`` holds predictor code this process trusts: ``predictors`` and its submodules, or
+    a user's family module named in :data:`FAMILIES_ENV` (stored graphs may name classes of either)."""
+    return module == "predictors" or module.startswith("predictors.") or module in _extra_modules()
+
+
 def discover() -> None:
     """Import the built-in family modules (once) and the modules of :data:`FAMILIES_ENV` not imported yet."""
     if not _BUILTINS_FOUND:

@@ -68,6 +68,16 @@ def load_source(name: str, show_progress: bool = False, **options) -> AttentionD
     return loader(**options)
 
 
+def source_options(name: str, descriptor: dict) -> dict:
+    """The options that rebuild the data of ``descriptor`` from source ``name``: every scalar entry of the
+    descriptor that the source's loader takes as a parameter (``{}`` for ``file:PATH``). Entries the
+    loader cannot take (a nested configuration) are not passed: compare the rebuilt data's descriptor."""
+    if name.startswith("file:"):
+        return {}
+    accepted = set(inspect.signature(_loader(name)).parameters) - {"show_progress", "use_cache"}
+    return {k: v for k, v in descriptor.items() if k in accepted and isinstance(v, (bool, int, float, str))}
+
+
 def data_digest(data: AttentionData) -> str:
     from predictors.fingerprint import tensor_digest
 

@@ -2,7 +2,8 @@
 
 :func:`score_predictor` is what ``sparsebench score`` and the benchmark suite call. Its record holds
 numbers only (NaN where undefined): per-head metrics ``[L][H]``, their means, counts, FLOPs and
-timings.
+timings. :func:`score_graphs` is its quality part alone, on graphs already predicted (or stored and
+read back: ``sparsebench rescore``), so the same numbers come from either path.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def score_predictor(prep: Prepared, predictor, block: int = 256, layers=None) ->
     return score_fitted(prep, predictor, block=block, layers=layers)
 
 
+# The record's quality numbers: everything :func:`score_graphs` returns, recomputable from stored graphs.
+QUALITY_KEYS = ("per_head", "mean", "pred_pairs", "valid_pairs", "gold_pairs", "attention_flops", "dense_flops",
+                "gold_sparsity")
+
+
 def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graphs=None) -> dict:
     """Score an already fitted ``predictor`` on ``prep.eval``, layer by layer.
 
@@ -32,55 +38,80 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graph
 
     Returns
     -------
-    dict with ``name``, ``family``, ``backend``, ``params``, ``per_head`` (metric -> ``[L][H]`` lists),
-    ``mean`` (metric -> float, the mean over layers and heads), ``fit_seconds``, ``predict_seconds``,
-    ``score_seconds``, and FLOPs: ``prediction_flops`` (the predictor's own cost),
-    ``attention_flops`` (attention on the predicted pairs) and ``dense_flops``, all summed over
-    eval samples, layers and heads.
+    dict with ``name``, ``family``, ``backend``, ``params``, ``seed``, the quality numbers of
+    :func:`score_graphs` (``per_head``, ``mean``, pair counts, ``attention_flops``, ``dense_flops``,
+    ``gold_sparsity``), ``prediction_flops`` (the predictor's own cost, summed over eval samples,
+    layers and heads), ``fit_seconds``, ``predict_seconds`` and ``score_seconds``.
+    """
+    ev = prep.eval
+    layers = range(ev.num_layers) if layers is None else layers
+    predict_seconds = 0.0
+    if graphs is None:
+        graphs = {}
+        for layer in layers:
+            start = time.perf_counter()
+            graphs[layer] = predictor.predict(ev.layer(layer), layer)
+            predict_seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    quality = score_graphs(prep, graphs, tile=tile_size(predictor.block_param, predictor.values),
+                           block=block, layers=layers)
+    score_seconds = time.perf_counter() - start
+    heads = ev.num_heads * len(layers)
+    prediction = sum(predictor.flops(int(n), ev.head_dim) for n in ev.lengths) * heads
+    return {
+        "name": predictor.name, "family": predictor.family, "backend": predictor.backend,
+        "params": dict(predictor.values), "seed": predictor.seed, **quality,
+        "prediction_flops": prediction,
+        "fit_seconds": predictor.fit_seconds, "predict_seconds": predict_seconds,
+        "score_seconds": score_seconds,
+    }
+
+
+def tile_size(block_param: str | None, values: dict) -> int | None:
+    """The tile size ``B`` of a block-level family (its ``block_param`` value), else None."""
+    return None if block_param is None else values[block_param]
+
+
+def score_graphs(prep: Prepared, graphs, tile: int | None = None, block: int = 256, layers=None) -> dict:
+    """The quality numbers of predicted graphs on ``prep.eval``: ``graphs[layer]`` for every layer scored.
+
+    ``tile``: the tile size ``B`` of a block-level family; its tile sparsity is then recorded too.
+
+    Returns
+    -------
+    dict keyed by :data:`QUALITY_KEYS`: ``per_head`` (metric -> ``[L][H]`` lists, with
+    ``gold_sparsity`` and, given ``tile``, ``block_sparsity``), ``mean`` (metric -> float, the mean
+    over layers and heads, NaN-aware), ``pred_pairs``, ``valid_pairs``, ``gold_pairs`` (summed over
+    samples, layers and heads), ``attention_flops`` (attention on the predicted pairs),
+    ``dense_flops`` (on every valid pair) and ``gold_sparsity`` (mean of the eval gold's).
     """
     ev = prep.eval
     layers = range(ev.num_layers) if layers is None else layers
     per_head = {m: [] for m in METRICS + COUNTS}
     per_head["block_sparsity"] = []
-    predict_seconds = score_seconds = 0.0
     for layer in layers:
-        view = ev.layer(layer)
-        if graphs is None:
-            start = time.perf_counter()
-            graph = predictor.predict(view, layer)
-            predict_seconds += time.perf_counter() - start
-        else:
-            graph = graphs[layer]
-        start = time.perf_counter()
+        view, graph = ev.layer(layer), graphs[layer]
         res = macro_average(score_layer(view, prep.eval_gold.layers[layer], graph, block=block))
-        if predictor.block_param is not None:
-            tiles = block_sparsity(graph, view.lengths, view.causal, predictor.values[predictor.block_param])
-            per_head["block_sparsity"].append(tiles.mean(0).tolist())
-        score_seconds += time.perf_counter() - start
+        if tile is not None:
+            per_head["block_sparsity"].append(block_sparsity(graph, view.lengths, view.causal, tile).mean(0).tolist())
         for m in METRICS + COUNTS:
             per_head[m].append(res[m].tolist())
     d = ev.head_dim
     dv = ev.v.shape[-1] if ev.v is not None else d
     pred_pairs = sum(sum(row) for row in per_head["pred_pairs"])
     valid_pairs = sum(sum(row) for row in per_head["valid_pairs"])
-    heads = ev.num_heads * len(layers)
-    prediction = sum(predictor.flops(int(n), d) for n in ev.lengths) * heads
     mean = {m: _nanmean(per_head[m]) for m in METRICS}
     # Tile sparsity of block-level families (the work a block-sparse kernel skips); NaN otherwise.
     mean["block_sparsity"] = _nanmean(per_head["block_sparsity"]) if per_head["block_sparsity"] else float("nan")
     return {
-        "name": predictor.name, "family": predictor.family, "backend": predictor.backend,
-        "params": dict(predictor.values), "seed": predictor.seed,
         "per_head": {**{m: per_head[m] for m in METRICS + ("block_sparsity",) if per_head[m]},
                      "gold_sparsity": [prep.eval_gold.layers[layer].sparsity().mean(0).tolist() for layer in layers]},
         "mean": mean,
         "pred_pairs": pred_pairs, "valid_pairs": valid_pairs,
         "gold_pairs": sum(sum(row) for row in per_head["gold_pairs"]),
-        "prediction_flops": prediction,
         "attention_flops": attention_flops(pred_pairs, d, dv),
         "dense_flops": attention_flops(valid_pairs, d, dv),
-        "fit_seconds": predictor.fit_seconds, "predict_seconds": predict_seconds,
-        "score_seconds": score_seconds,
+        "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
     }
 
 

@@ -26,8 +26,8 @@ NONNEG = (0.0, math.inf)
 
 RANGES: dict[str, tuple[float, float]] = {
     **{m: SHARE for m in ("recall", "sparsity", "precision", "exact", "mass", "gold_sparsity", "block_sparsity",
-                          "support_sparsity", "effective_sparsity", "empty_rows", "codes_equal_fraction", "per_layer_sparsity",
-                          "per_layer_support_sparsity")},
+                          "support_sparsity", "effective_sparsity", "empty_rows", "codes_equal_fraction",
+                          "per_layer_sparsity", "per_layer_support_sparsity")},
     **{m: NONNEG for m in ("output_error", "flops_ratio", "total_flops", "predict_seconds", "bpc",
                            "fit_seconds", "score_seconds", "reference_seconds", "prediction_flops",
                            "attention_flops", "dense_flops", "flops", "dense_seconds", "sparse_seconds",

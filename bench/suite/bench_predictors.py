@@ -4,7 +4,8 @@ Fitting (projections, centroids, rotations) happens once, outside the timed part
 ``fit_seconds``. The timed call predicts the compact graphs of every layer of the eval samples.
 Ceilings (families of kind ``ceiling``, which read the dense scores) are timed in one round without warm-up.
 Quality is then scored per layer and head (``bench.evaluation.score.score_fitted``) and stored, numbers only, in
-the benchmark's ``extra_info`` and in the run's record for this configuration.
+the benchmark's ``extra_info`` and in the run's record for this configuration; the scored graphs are
+kept beside the record (``<id>.graphs.safetensors``) for ``sparsebench rescore``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import predictors
 from bench.data.sources import dataset_id
 from bench.evaluation.score import score_fitted
 from bench.execution.timing import sync, time_record
+from bench.results.graph_store import graphs_path, write_graphs_atomic
 from bench.results.records import write_json_atomic
 
 
@@ -56,4 +58,6 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_rec
         **rec["mean"], "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
         "dense_flops": rec["dense_flops"], "fit_seconds": rec["fit_seconds"],
     })
+    # The graphs first: a record never names a missing graphs file (sparsebench rescore reads both).
+    write_graphs_atomic(graphs_path(path), last["graphs"], prep.eval)
     write_json_atomic(path, rec)
