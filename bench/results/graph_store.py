@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.data.atomic import write_atomic
 from bench.data.sources import data_digest
 from bench.errors import BenchError
 from predictors.data import AttentionData
@@ -90,15 +89,7 @@ def write_graphs_atomic(path: Path, graphs: list[PredictedGraph], data: Attentio
     stored, encodings = _encode(tensors)
     meta = {"format": FORMAT, "layers": json.dumps(specs), "encodings": json.dumps(encodings),
             "eval_digest": data_digest(data)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(stored, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda tmp: save_file(stored, str(tmp), metadata=meta))
 
 
 def read_graphs(path: Path, data: AttentionData) -> list[PredictedGraph]:

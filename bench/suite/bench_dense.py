@@ -5,13 +5,12 @@ from __future__ import annotations
 from bench.data.sources import dataset_id
 from bench.execution.dense import dense_layer
 from bench.execution.timing import sync, time_record, to_device
-from bench.results.records import write_json_atomic
 
 
 def bench_dense(benchmark, dense_case, prepared, bench_config, fresh_record):
     dataset, method = dense_case
     state = bench_config.sparsebench
-    path = fresh_record("dense", f"{dataset_id(dataset)}--{method}")
+    slot = fresh_record("dense", f"{dataset_id(dataset)}--{method}", dataset=dataset)
     prep = prepared(dataset, bench_config)
     device = bench_config.getoption("device")
     views = [to_device(prep.eval.layer(layer), device) for layer in range(prep.eval.num_layers)]
@@ -31,4 +30,4 @@ def bench_dense(benchmark, dense_case, prepared, bench_config, fresh_record):
     rec = {"kind": "dense", "dataset": dataset, "method": method, "device": device,
            "time": {**timing, "per_head_mean": timing["mean"] / heads}}
     benchmark.extra_info.update({"kind": "dense", "dataset": dataset, "method": method, "device": device})
-    write_json_atomic(path, rec)
+    slot.write(rec)

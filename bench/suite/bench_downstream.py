@@ -23,7 +23,6 @@ from bench.data.sources import dataset_id
 from bench.errors import BenchError
 from bench.evaluation.downstream import METRICS, downstream_set, run_restricted, score_results
 from bench.execution.timing import time_record
-from bench.results.records import write_json_atomic
 
 DENSE = "dense-entmax"
 
@@ -64,7 +63,7 @@ def bench_downstream(benchmark, downstream_case, prepared, bench_config, fresh_r
     state = bench_config.sparsebench
     if bench_config.getoption("device") == "cuda":
         pytest.skip("the downstream runs are CPU-only (the models run on the CPU)")
-    path = fresh_record("downstream", f"{dataset_id(dataset)}--{name}")
+    slot = fresh_record("downstream", f"{dataset_id(dataset)}--{name}", dataset=dataset)
     prep = prepared(dataset, bench_config)
     dset = _dset(dataset, prep, bench_config)
     if name == DENSE:
@@ -89,5 +88,5 @@ def bench_downstream(benchmark, downstream_case, prepared, bench_config, fresh_r
         "value": res["value"], "reference": res["reference"], "delta": res["delta"], "sparsity": res["sparsity"],
         "support_sparsity": res["support_sparsity"], "fit_seconds": fit_seconds,
     })
-    write_json_atomic(path, rec)
+    slot.write(rec)
 

@@ -28,7 +28,6 @@ import pytest
 import predictors
 from bench.data.sources import dataset_id
 from bench.execution.timing import sync
-from bench.results.records import write_json_atomic
 
 FIT_ROUNDS = 3
 MIN_PREDICT_ROUNDS = 7
@@ -88,7 +87,7 @@ def bench_twin_ratio(benchmark, twin_case, prepared, bench_config, fresh_record,
     if _faiss_missing():
         pytest.skip("faiss is not installed (pip install faiss-cpu): no FAISS twin to compare")
     state = bench_config.sparsebench
-    path = fresh_record("twin", f"{dataset_id(dataset)}--{name}")
+    slot = fresh_record("twin", f"{dataset_id(dataset)}--{name}", dataset=dataset)
     device = bench_config.getoption("device")
     prep = prepared(dataset, bench_config)
     views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
@@ -137,4 +136,4 @@ def bench_twin_ratio(benchmark, twin_case, prepared, bench_config, fresh_record,
         "torch_fit_median": med["fit"]["torch"], "faiss_fit_median": med["fit"]["faiss"],
         "codes_equal_fraction": equal,
     })
-    write_json_atomic(path, rec)
+    slot.write(rec)

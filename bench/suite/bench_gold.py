@@ -7,7 +7,6 @@ from __future__ import annotations
 from bench.evaluation.gold import layer_gold
 from bench.evaluation.speed_data import minilm_shaped
 from bench.execution.timing import time_record
-from bench.results.records import write_json_atomic
 
 
 def pytest_generate_tests(metafunc):
@@ -18,11 +17,11 @@ def pytest_generate_tests(metafunc):
 
 def bench_gold_layer(benchmark, gold_n, bench_config, fresh_record):
     state = bench_config.sparsebench
-    path = fresh_record("gold", f"n{gold_n}")
+    slot = fresh_record("gold", f"n{gold_n}")
     view = minilm_shaped(1, gold_n, seed=3, ragged=False).layer(0)
     gold = benchmark.pedantic(layer_gold, args=(view,), rounds=state["profile"].rounds, warmup_rounds=0,
                               iterations=1)
     sparsity = gold.sparsity().mean().item()
     benchmark.extra_info.update({"kind": "gold", "n": gold_n, "heads": 12, "gold_sparsity": sparsity})
-    write_json_atomic(path, {"kind": "gold", "n": gold_n, "heads": 12, "head_dim": 32, "gold_sparsity": sparsity,
+    slot.write({"kind": "gold", "n": gold_n, "heads": 12, "head_dim": 32, "gold_sparsity": sparsity,
                              "time": time_record(benchmark)})

@@ -15,13 +15,12 @@ from bench.data.sources import dataset_id
 from bench.evaluation.score import score_fitted
 from bench.execution.timing import sync, time_record
 from bench.results.graph_store import graphs_path, write_graphs_atomic
-from bench.results.records import write_json_atomic
 
 
 def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_record, run_environment):
     dataset, backend, name = predictor_case
     state = bench_config.sparsebench
-    path = fresh_record("predictor", f"{dataset_id(dataset)}--{backend}--{name}")
+    slot = fresh_record("predictor", f"{dataset_id(dataset)}--{backend}--{name}", dataset=dataset)
     prep = prepared(dataset, bench_config)
     predictor = predictors.get(name, backend=backend, seed=0)
     predictor.fit(prep.fit, prep.fit_gold)
@@ -59,5 +58,5 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_rec
         "dense_flops": rec["dense_flops"], "fit_seconds": rec["fit_seconds"],
     })
     # The graphs first: a record never names a missing graphs file (sparsebench rescore reads both).
-    write_graphs_atomic(graphs_path(path), last["graphs"], prep.eval)
-    write_json_atomic(path, rec)
+    write_graphs_atomic(graphs_path(slot.path), last["graphs"], prep.eval)
+    slot.write(rec)

@@ -13,13 +13,12 @@ from bench.evaluation.flops import attention_flops
 from bench.evaluation.speed_data import DIM, HEADS, fit_set, scaling_view
 from bench.execution.dense import dense_layer
 from bench.execution.timing import sync, time_record, to_device
-from bench.results.records import write_json_atomic
 
 
 def bench_scaling(benchmark, scaling_case, bench_config, fresh_record):
     n, backend, method = scaling_case
     state = bench_config.sparsebench
-    path = fresh_record("scaling", f"n{n}--{backend}--{method}")
+    slot = fresh_record("scaling", f"n{n}--{backend}--{method}")
     device = bench_config.getoption("device")
     view = scaling_view(n)
     rounds = state["profile"].rounds
@@ -42,4 +41,4 @@ def bench_scaling(benchmark, scaling_case, bench_config, fresh_record):
            "head_dim": DIM, "flops": flops, "time": time_record(benchmark)}
     benchmark.extra_info.update({"kind": "scaling", "n": n, "backend": backend, "method": method,
                                  "device": device, "flops": flops})
-    write_json_atomic(path, rec)
+    slot.write(rec)

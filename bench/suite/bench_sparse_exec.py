@@ -39,7 +39,6 @@ from bench.execution.exec_stats import ExecStats
 from bench.execution.plan import sparse_plan
 from bench.execution.sparse_exec import sparse_entmax_attention
 from bench.execution.timing import time_record
-from bench.results.records import write_json_atomic
 
 REFERENCE = "entmax15-topk"
 
@@ -74,7 +73,7 @@ def bench_sparse_exec(benchmark, sparse_exec_case, bench_config, fresh_record, r
     n, backend, method = sparse_exec_case
     _skip_cuda(bench_config)
     state = bench_config.sparsebench
-    path = fresh_record("sparse_exec", f"n{n}--{backend}--{method}")
+    slot = fresh_record("sparse_exec", f"n{n}--{backend}--{method}")
     view = scaling_view(n)
     q, k, v = view.q, view.k, view.v
     rounds = state["profile"].rounds
@@ -103,7 +102,7 @@ def bench_sparse_exec(benchmark, sparse_exec_case, bench_config, fresh_record, r
            "head_dim": DIM, "causal": view.causal, "time": time_record(benchmark), **extra,
            "environment": run_environment}
     benchmark.extra_info.update({"kind": "sparse_exec", "n": n, "backend": backend, "method": method, **extra})
-    write_json_atomic(path, rec)
+    slot.write(rec)
 
 
 def _recall_on(view, gold, graph):
@@ -130,7 +129,7 @@ def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config, fresh_reco
     _skip_cuda(bench_config)
     state = bench_config.sparsebench
     prof = state["profile"]
-    path = fresh_record("sparse_exec_goal", f"n{n}--{name}")
+    slot = fresh_record("sparse_exec_goal", f"n{n}--{name}")
     view = scaling_view(n)
     q, k, v = view.q, view.k, view.v
     predictor = fitted(name)
@@ -166,7 +165,7 @@ def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config, fresh_reco
                                  "speedup_min": rec["speedup_min"], "speedup_median": rec["speedup_median"],
                                  "recall_synthetic": synthetic["recall"],
                                  "recall_minilm": real.get("recall", math.nan)})
-    write_json_atomic(path, rec)
+    slot.write(rec)
 
 
 def _real_minilm(name: str, length: int, samples: int, rounds: int) -> dict:

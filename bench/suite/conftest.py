@@ -21,7 +21,7 @@ when this run already measured it) and ``run_environment`` (versions and threads
 
 from __future__ import annotations
 
-import shutil
+import os
 import time
 from pathlib import Path
 
@@ -43,6 +43,7 @@ def pytest_addoption(parser):
     g.addoption("--fresh", action="store_true", help="discard earlier records of this run")
     g.addoption("--no-scaling", action="store_true", help="skip the scaling sweep")
     g.addoption("--threads", type=int, default=None, help="torch threads (default 1, see bench/env.py)")
+    g.addoption("--split", default=None, help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
 
 
 def faiss_available() -> bool:
@@ -54,30 +55,77 @@ def faiss_available() -> bool:
 
 
 def pytest_configure(config):
+    if getattr(config.option, "help", False):
+        return
+    try:
+        config.sparsebench = _session(config)
+    except BenchError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if not config.getoption("benchmark_json", None):
+        config.option.benchmark_json = config.sparsebench["run"] / f"benchmark-{time.strftime('%Y%m%dT%H%M%S')}.json"
+
+
+def _session(config) -> dict:
+    """The session's state: typed profile, datasets, run folder (locked, emptied with --fresh, its manifest
+    checked), threads and fingerprint. Every bad option is a BenchError here, before any work."""
     from bench.config.profiles import load_profile
+    from bench.data.cache import cache_root
     from bench.env import configure_threads
-    from bench.results import records
+    from bench.results import records, run_folder
 
     if config.getoption("device") == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise pytest.UsageError("--device cuda asked for, but torch sees no CUDA device here")
+            raise BenchError("--device cuda asked for, but torch sees no CUDA device here")
     profile = config.getoption("profile")
-    try:
-        prof = load_profile(PROFILE_FILE, profile)
-    except BenchError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    run = records.run_dir(config.getoption("run") or profile)
-    if config.getoption("fresh") and run.exists():
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
+    prof = load_profile(PROFILE_FILE, profile)
     opt = config.getoption("dataset")
     datasets = [d.strip() for d in opt.split(",")] if opt else list(prof.datasets)
-    config.sparsebench = {"profile": prof, "profile_name": profile, "run": run, "datasets": datasets,
-                          "threads": configure_threads(config.getoption("threads"))}
-    if not config.getoption("benchmark_json", None):
-        config.option.benchmark_json = run / f"benchmark-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    _check_datasets(datasets)
+    split = _split(config.getoption("split"))
+    run = records.run_dir(config.getoption("run") or _default_run(profile, datasets))
+    run_folder.writable(run, "run folder")
+    run_folder.writable(cache_root(), "cache folder")
+    lock = run_folder.RunLock(run)
+    lock.acquire()
+    config.add_cleanup(lock.release)
+    if config.getoption("fresh"):
+        run_folder.empty_run_folder(run)
+    manifest = {"profile": profile, "data": prof.data.options(), "split": split,
+                "device": config.getoption("device")}
+    run_folder.check_manifest(run, manifest)
+    return {"profile": prof, "profile_name": profile, "run": run, "datasets": datasets, "split": split,
+            "threads": configure_threads(config.getoption("threads")),
+            "fingerprint": {**manifest, "code": run_folder.code_version()},
+            "resumed": 0, "measured": [], "remeasured": []}
+
+
+def _check_datasets(datasets: list[str]) -> None:
+    from bench.data.sources import known_sources
+
+    for d in datasets:
+        if d.startswith("file:"):
+            path = Path(d[5:])
+            if not path.is_file() or not os.access(path, os.R_OK):
+                raise BenchError(f"--dataset {d}: no readable file {path}")
+        elif d not in known_sources():
+            raise BenchError(f"unknown dataset {d!r}; known: {', '.join(known_sources())}, file:PATH")
+
+
+def _split(text: str | None):
+    if text is None:
+        return None
+    raise BenchError("--split is not available yet")
+
+
+def _default_run(profile: str, datasets: list[str]) -> str:
+    """The profile's name, or for file datasets a folder named after the files (never merged into the
+    profile's own run)."""
+    from bench.data.sources import dataset_id
+
+    files = [dataset_id(d) for d in datasets if d.startswith("file:")]
+    return "-".join(files) if files else profile
 
 
 def _backends(config) -> list[str]:
@@ -152,18 +200,30 @@ def bench_config(pytestconfig):
 
 
 @pytest.fixture
-def fresh_record(bench_config):
-    """``fresh_record(kind, rid)`` -> the path of this run's record ``kind``/``rid``; skips the test when
-    the record exists (a resumed run measures every configuration once)."""
+def fresh_record(bench_config, prepared):
+    """``fresh_record(kind, rid, dataset=None)`` -> the :class:`~bench.results.run_folder.RecordSlot` of this
+    run's record ``kind``/``rid``; skips the test when that record verifies and carries the same
+    fingerprint (the session's settings and code, and the dataset's descriptor: corpus or file hash,
+    data options, split), so a resumed run measures every configuration once and never reuses a
+    record of something else."""
     from bench.results.records import record_path
+    from bench.results.run_folder import record_fingerprint, reuse_or_slot
 
-    def path_or_skip(kind: str, rid: str) -> Path:
-        path = record_path(bench_config.sparsebench["run"], kind, rid)
-        if path.exists():
+    state = bench_config.sparsebench
+
+    def slot_or_skip(kind: str, rid: str, dataset: str | None = None):
+        identity = {"kind": kind, "id": rid}
+        if dataset is not None:
+            identity["data"] = prepared(dataset, bench_config).data.descriptor
+        fingerprint = record_fingerprint(state["fingerprint"], identity)
+        reuse, slot = reuse_or_slot(record_path(state["run"], kind, rid), fingerprint, kind)
+        if reuse:
+            state["resumed"] += 1
             pytest.skip("already measured in this run (resumed); use --fresh to measure again")
-        return path
+        (state["remeasured"] if slot.reason != "new" else state["measured"]).append(f"{kind}/{rid}: {slot.reason}")
+        return slot
 
-    return path_or_skip
+    return slot_or_skip
 
 
 def _environment(config) -> dict:
@@ -189,9 +249,10 @@ def pytest_sessionfinish(session, exitstatus):
     if not hasattr(config, "sparsebench"):
         return
     try:
-        paths = write_summary(config.sparsebench["run"])
-    except BenchError as exc:  # a corrupt record: say which, keep the others
+        paths = write_summary(config.sparsebench["run"], profile=config.sparsebench["profile_name"])
+    except BenchError as exc:  # a record that cannot be trusted: no summary, and the session fails
         config.sparsebench["summary_error"] = str(exc)
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
         return
     config.sparsebench["summary_paths"] = paths
 
@@ -203,7 +264,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if "summary_error" in config.sparsebench:
         tr.write_line(f"sparsebench: could not summarise: {config.sparsebench['summary_error']}", red=True)
         return
+    state = config.sparsebench
     tr.write_sep("=", "sparsebench results")
-    tr.write_line(f"run folder: {config.sparsebench['run']}")
-    for p in config.sparsebench.get("summary_paths", []):
+    tr.write_line(f"run folder: {state['run']}")
+    tr.write_line(f"configurations: {len(state['measured'])} measured, {state['resumed']} resumed (same "
+                  f"fingerprint), {len(state['remeasured'])} measured again")
+    for line in state["remeasured"][:10]:
+        tr.write_line(f"  {line}")
+    if len(state["remeasured"]) > 10:
+        tr.write_line(f"  ... and {len(state['remeasured']) - 10} more")
+    for p in state.get("summary_paths", []):
         tr.write_line(f"  {p}")
