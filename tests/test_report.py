@@ -18,18 +18,26 @@ from bench.report import cli, outputs, render
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "notebooks" / "report.ipynb"
 LAYERS, HEADS = 2, 3
-# dataset -> configurations: (backend, name, family, params, sparsity, recall)
+# dataset -> configurations: (backend, name, family, params, sparsity, recall[, validation recall])
 CONFIGS = {
     "tiny": [
         ("torch", "sf-kmeans-k8-top1", "sf-kmeans", {"k": 8, "top": 1}, 0.93, 0.62),
         ("faiss", "sf-kmeans-k8-top1", "sf-kmeans", {"k": 8, "top": 1}, 0.92, 0.70),
         ("torch", "sf-kmeans-k4-top2", "sf-kmeans", {"k": 4, "top": 2}, 0.70, 0.90),
         ("faiss", "sf-kmeans-k4-top2", "sf-kmeans", {"k": 4, "top": 2}, 0.71, 0.88),
+        # validation prefers t2 to t3, eval the other way round: the report shows t2's eval numbers
+        ("torch", "sf-dist-r4-t1", "sf-dist", {"r": 4, "t": 1}, 0.85, 0.60, 0.60),
+        ("torch", "sf-dist-r4-t2", "sf-dist", {"r": 4, "t": 2}, 0.95, 0.30, 0.50),
+        ("torch", "sf-dist-r4-t3", "sf-dist", {"r": 4, "t": 3}, 0.95, 0.45, 0.40),
+        ("torch", "sf-kmeans-k8-top1-w3-g1", "sf-kmeans", {"k": 8, "top": 1, "w": 3, "g": 1}, 0.85, 0.80),
+        ("torch", "sf-kmeans-k16-top1-w3-g1", "sf-kmeans", {"k": 16, "top": 1, "w": 3, "g": 1}, 0.95, 0.60),
         ("torch", "window-w3", "window", {"w": 3, "g": 0}, 0.96, 0.20),
         ("torch", "window-w3-g1", "window", {"w": 3, "g": 1}, 0.95, 0.45),
         ("torch", "window-w11-g1", "window", {"w": 11, "g": 1}, 0.85, 0.60),
-        ("torch", "reformer-raw-b8-h2", "reformer", {"space": "raw", "b": 8, "h": 2}, 0.80, 0.40),
+        ("torch", "reformer-raw-b4-h2", "reformer", {"space": "raw", "b": 4, "h": 2}, 0.75, 0.55),
+        ("torch", "reformer-raw-b8-h2", "reformer", {"space": "raw", "b": 8, "h": 2}, 0.85, 0.35),
     ],
+    # written before records carried validation and per-sample scores, variants and kinds
     "tiny2": [
         ("torch", "sf-kmeans-k8-top1", "sf-kmeans", {"k": 8, "top": 1}, 0.90, 0.50),
         ("torch", "window-w3-g1", "window", {"w": 3, "g": 1}, 0.95, 0.55),
@@ -37,6 +45,21 @@ CONFIGS = {
     ],
 }
 GOLD = [[0.9, 0.7, 0.95], [0.85, 0.97, 0.8]]  # gold sparsity per layer and head (dataset tiny)
+OFFSETS = [-0.02, 0.01, 0.02, -0.01]  # per-sample recall around the mean (tiny has 4 eval samples)
+KINDS = {"sf-kmeans": "learned", "sf-dist": "learned", "window": "fixed", "reformer": "hashing"}
+
+
+def new_fields(family: str, params: dict, sp: float, rec: float, val_rec: float, err: float) -> dict:
+    """What records carry since selection on validation: kind, variant, seed, split, per-sample eval
+    values and validation means."""
+    mean = {"recall": rec, "sparsity": sp, "mass": rec + 0.1, "precision": 0.3, "exact": rec / 2,
+            "output_error": None if math.isnan(err) else err}
+    per = {m: [None if v is None else v + (o if m in ("recall", "mass") else 0.0) for o in OFFSETS]
+           for m, v in mean.items()}
+    helped = params.get("w", 0) >= 3 and params.get("g", 0) >= 1
+    return {"kind": KINDS[family], "variant": "helped" if helped else "bare", "seed": 0, "split": [0.5, 0.25, 0.25],
+            "per_sample": per, "val": {"mean": {**mean, "recall": val_rec, "mass": val_rec + 0.1},
+                                       "per_sample": {}, "samples": 4}}
 
 
 def write_tiny_run(run: Path) -> None:
@@ -44,7 +67,7 @@ def write_tiny_run(run: Path) -> None:
     run.mkdir(parents=True)
     predictors, rows = [], []
     for ds, items in CONFIGS.items():
-        for backend, name, family, params, sp, rec in items:
+        for backend, name, family, params, sp, rec, *val in items:
             err = math.nan if family == "reformer" else (1 - rec) * 0.5  # one NaN output_error
             predictors.append({
                 "dataset": ds, "backend": backend, "name": name, "family": family, "params": params,
@@ -55,6 +78,7 @@ def write_tiny_run(run: Path) -> None:
                 "gold_sparsity": 0.87, "ratio_to_dense": {"entmax15-topk": 0.5},
                 "dataset_descriptor": {"source": ds, "corpus": "fortunes", "corpus_sha256": "c0ffee" * 10 + "abcd",
                                        "samples": 4, "length": 64},
+                **(new_fields(family, params, sp, rec, val[0] if val else rec, err) if ds == "tiny" else {}),
             })
             for layer in range(LAYERS):
                 for head in range(HEADS):
@@ -77,6 +101,9 @@ def write_tiny_run(run: Path) -> None:
                  "time": {"mean": t, "min": t}} for n, t in kmeans_t.items()]
     scaling += [{"kind": "scaling", "n": n, "backend": "faiss", "method": "sf-kmeans-k8-top1", "device": "cpu",
                  "time": {"mean": 0.0005, "min": 0.0005}} for n in dense_t]
+    # a window predicts by formula: its "time" is the call overhead
+    scaling += [{"kind": "scaling", "n": n, "backend": "torch", "method": "window-w11-g1", "device": "cpu",
+                 "time": {"mean": 1e-8, "min": 1e-8}} for n in dense_t]
     summary = {"environment": {"python": "3.11.7", "torch": "2.13.0+cpu", "faiss": "1.15.1", "cpu_cores": 2},
                "predictors": predictors,
                "dense": [{"kind": "dense", "dataset": "tiny", "method": "entmax15-topk", "device": "cpu",
@@ -101,12 +128,15 @@ def test_render_writes_every_output(rendered):
     run, out, paths = rendered
     names = {p.relative_to(out).as_posix() for p in paths}
     assert {"report.ipynb", "report.html", "README.md"} <= names
-    for ds in ("tiny", "tiny2"):
-        for fig in (f"tradeoff-sparsity-recall--{ds}", f"tradeoff-sparsity-mass--{ds}",
-                    f"tradeoff-sparsity-output_error--{ds}", f"heads-gold-sparsity--{ds}", f"heads-recall--{ds}",
-                    f"flops-recall--{ds}"):
+    for ds, variants in (("tiny", ("bare", "helped")), ("tiny2", ("bare",))):
+        for variant in variants:
+            for fig in ("fronts-recall", "fronts-recall-full", "fronts-mass", "fronts-output_error"):
+                assert f"figures/{fig}--{ds}--{variant}.png" in names
+        for fig in (f"heads-gold-sparsity--{ds}", f"heads-recall--{ds}", f"flops-recall--{ds}"):
             assert f"figures/{fig}.png" in names
+    assert "figures/fronts-recall--tiny2--helped.png" not in names  # tiny2 has no helped family
     assert "figures/scaling.png" in names
+    assert {"tables/front-readings.csv", "tables/paper-claim.csv", "tables/crossover-entmax15-topk.csv"} <= names
     for p in paths:
         assert p.is_file() and p.stat().st_size > 0, p
         if p.suffix == ".png":
@@ -124,22 +154,52 @@ def test_report_answers_the_questions(rendered):
     _, out, _ = rendered
     readme = (out / "README.md").read_text()
     html = (out / "report.html").read_text()
-    # Which family is best at sparsity 0.9 on each dataset (the FAISS twin wins on tiny).
-    for text in ("tiny: best recall at sparsity &gt;= 0.9 is 0.700, by sf-kmeans (sf-kmeans-k8-top1, faiss)",
-                 "tiny2: best recall at sparsity &gt;= 0.9 is 0.550, by window+sink (window-w3-g1, torch)"):
-        assert text in html
-        assert text.replace("&gt;", ">") in readme
-    assert "no other family beats the window+sink baseline" in readme
+    # The paper's claim, per dataset, variant and level: sf-kmeans' front reads 0.803 at 0.8 (between
+    # (0.71, 0.88) and (0.92, 0.70)), reformer's 0.450; no baseline reaches 0.9.
+    claim = re.search(r"\| tiny \| bare \| 0.8 \| sf-kmeans 0.803 \[[0-9.]+, [0-9.]+\] \| reformer 0.450 "
+                      r"\[[0-9.]+, [0-9.]+\] \| holds \|", readme)
+    assert claim, readme[:4000]
+    assert "| tiny | bare | 0.9 | sf-kmeans 0.717 [" in readme
+    assert "| – (no front reaches it) | not measured |" in readme
+    assert "| tiny2 | bare | 0.9 | sf-kmeans 0.500 | – (no front reaches it) | not measured: no per-sample scores |" \
+        in readme
+    # Selection on validation: sf-dist's front is t1 and t2 (t3 is better on eval only), read at 0.9: 0.450.
+    assert "| sf-dist | – | 0.450 [" in readme and "| 2 of 3 on validation |" in readme
+    fronts = pd.read_csv(out / "tables" / "front-readings.csv")
+    row = fronts[(fronts["dataset"] == "tiny") & (fronts["series"] == "sf-dist") & (fronts["variant"] == "bare")
+                 & (fronts["metric"] == "recall") & (fronts["statistic"] == "at 0.9")].iloc[0]
+    assert row["estimate"] == pytest.approx(0.45) and row["lo"] < 0.45 < row["hi"]
+    assert row["front"] == "sf-dist-r4-t1; sf-dist-r4-t2" and row["selected_on"] == "validation"
+    assert set(fronts["metric"]) == {"recall", "mass"}
+    # Bare and helped tables say which they are; the baseline is in both.
+    assert "**tiny, bare: each predictor alone.**" in readme
+    assert "**tiny, helped: with the paper's helper, a window of w >= 3 and the first token.**" in readme
+    assert readme.count("| window+sink (baseline) |") >= 4
+    # The old-format dataset says what it lacks.
+    for note in ("- tiny2: selected on eval: this run has no validation scores (every series).",
+                 "- tiny2: no intervals: this run has no per-sample scores (estimates only).",
+                 "- variant inferred from the parameters (helped: w >= 3 and g >= 1): this run records no variant "
+                 "(3 of 17 records)."):
+        assert note in readme
+    assert "tiny: selected on eval" not in readme
     # Hardest heads: head 0 of layer 1 has the lowest recall of the chosen configuration.
     assert "tiny: the hardest heads for sf-kmeans-k8-top1 (faiss) are L1H0" in readme
-    # From which n each predictor is cheaper than dense entmax15-topk.
-    assert "sf-kmeans-k8-top1 (torch): cheaper from n = 256 than dense entmax15-topk" in readme
-    assert "sf-kmeans-k8-top1 (faiss): cheaper at every measured n (from n = 128)" in readme
-    # The matched table, baseline row named, and the environment with the corpus hash.
-    assert "| tiny | window+sink (baseline) | torch | 0.600 (window-w11-g1, sparsity 0.850)" in readme
-    assert "c0ffee" * 10 + "abcd" in html
-    matched = pd.read_csv(out / "tables" / "matched-sparsity-recall.csv")
-    assert set(matched["level"]) == {0.8, 0.9, 0.95}
+    # From which n each predictor is cheaper than dense entmax15-topk: one table, integers as integers,
+    # the window (a formula) apart and never "faster".
+    assert "| sf-kmeans | sf-kmeans-k8-top1 | torch | 256 | 4x faster at n = 512 |" in readme
+    assert "| sf-kmeans | sf-kmeans-k8-top1 | faiss | 128 (every measured n) | 32x faster at n = 512 |" in readme
+    assert "Listed apart, window-w11-g1 (torch): prediction is a formula: no measurable cost" in readme
+    assert "| window-w11-g1 |" not in readme and not re.search(r"\b(128|256|512)\.0\b", readme)
+    crosscsv = (out / "tables" / "crossover-entmax15-topk.csv").read_text()
+    assert "256.0" not in crosscsv and ",256," in crosscsv
+    # Findings first, then the environment (with the corpus hash); every figure has its caption.
+    assert readme.index("## Key findings") < readme.index("## Run and environment") < readme.index("## Figures")
+    assert html.index("Key findings") < html.index("Run and environment")
+    assert "c0ffee" * 10 + "abcd" in html and "c0ffee" * 10 + "abcd" in readme
+    manifest = json.loads((out / "report.manifest.json").read_text())
+    for fig in manifest["figures"]:
+        assert fig["caption"] and f"*{fig['caption']}*" in readme, fig
+    assert "*tiny, bare: each predictor alone: recall against sparsity, zoomed on sparsity 0.8-1.0." in readme
     # Every figure of the README exists; the HTML loads nothing from the network and shows no code.
     for link in re.findall(r"\]\((figures/[^)]+)\)", readme):
         assert (out / link).is_file()
@@ -155,8 +215,8 @@ def test_rerender_replaces_stale_figures(rendered, tmp_path):
     (copy / "figures" / "mine.png").write_bytes(b"not ours")
     render._clean_previous(copy)  # what render does before executing again
     # What the last render listed is gone, anything else stays.
-    assert not (copy / "figures" / "tradeoff-sparsity-recall--tiny.png").exists()
-    assert not (copy / "tables" / "matched-sparsity-recall.csv").exists()
+    assert not (copy / "figures" / "fronts-recall--tiny--bare.png").exists()
+    assert not (copy / "tables" / "front-readings.csv").exists()
     assert not (copy / "report.manifest.json").exists()
     assert (copy / "figures" / "mine.png").is_file() and (copy / "report.html").is_file()
 
@@ -186,7 +246,8 @@ def test_html_opens_in_headless_chromium(rendered, tmp_path):
     imgs = re.findall(r'<img[^>]+src="data:image/png;base64,([A-Za-z0-9+/=]{100,})"', dom.stdout)
     assert len(imgs) == len(figures)
     assert "Key findings" in dom.stdout
-    assert 'alt="tiny: recall against sparsity"' in dom.stdout  # figures carry their titles as alt text
+    # figures carry their titles as alt text
+    assert 'alt="tiny, bare: recall against sparsity (sparsity 0.8-1.0)"' in dom.stdout
     shot = tmp_path / "shot.png"
     res = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile-shot'}",
                           "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri()],
@@ -204,9 +265,9 @@ def test_html_opens_in_headless_chromium(rendered, tmp_path):
 def test_template_parameters_cell_is_literal_only():
     params = render.notebook_parameters(TEMPLATE)
     assert {"run_dir", "dataset", "x_metric", "y_metric", "levels", "level", "predictor", "reference",
-            "out_dir", "manifest"} <= set(params)
+            "out_dir", "manifest", "window", "n_boot", "boot_seed"} <= set(params)
     assert params["x_metric"] == "sparsity" and params["y_metric"] == "recall"
-    assert params["levels"] == [0.8, 0.9, 0.95]
+    assert params["levels"] == [0.8, 0.9, 0.95] and params["window"] == [0.8, 0.99]
 
 
 def test_parameters_cell_rules(tmp_path):
@@ -232,6 +293,10 @@ def test_render_rejects_bad_input_before_starting_a_kernel(tmp_path):
         render.render(run, notebooks=[TEMPLATE], parameters={"dataset": "nope"})
     with pytest.raises(BenchError, match="unknown metric 'speed'"):
         render.render(run, notebooks=[TEMPLATE], parameters={"y_metric": "speed"})
+    with pytest.raises(BenchError, match="x must be sparsity, not flops_ratio"):
+        render.render(run, notebooks=[TEMPLATE], parameters={"x_metric": "flops_ratio"})
+    with pytest.raises(BenchError, match="higher-better per-sample metric .*, not output_error"):
+        render.render(run, notebooks=[TEMPLATE], parameters={"y_metric": "output_error"})
     with pytest.raises(BenchError, match="template nope.ipynb not found"):
         render.render(run, notebooks=["nope"])
     with pytest.raises(BenchError, match="run_dir are set by render itself"):

@@ -36,17 +36,17 @@ def _key(*parts: str) -> list[int]:
     return [zlib.crc32(str(p).encode()) for p in parts]
 
 
-def _family_values(rows: pd.DataFrame, where: str) -> np.ndarray:
-    """``[K, 2, R, S]`` (sparsity, recall) of one family's configurations, seeds sorted, names sorted."""
+def _family_values(rows: pd.DataFrame, where: str, y: str = "recall") -> np.ndarray:
+    """``[K, 2, R, S]`` (sparsity, ``y``) of one family's configurations, seeds sorted, names sorted."""
     per_config = []
     for name, g in rows.groupby("name", sort=True):
         g = g.sort_values("seed", kind="stable") if "seed" in g else g
         if "seed" not in g and len(g) > 1:
             raise BenchError(f"{where}: configuration {name!r} appears {len(g)} times (add a seed column "
                              "for several seeds)")
-        cells = [np.asarray(v, dtype=float) for col in ("sparsity", "recall") for v in g[col]]
+        cells = [np.asarray(v, dtype=float) for col in ("sparsity", y) for v in g[col]]
         if len({c.shape for c in cells}) != 1 or cells[0].ndim != 1:
-            raise BenchError(f"{where}: {name!r} needs 1-d per-sample arrays of one length in sparsity and recall")
+            raise BenchError(f"{where}: {name!r} needs 1-d per-sample arrays of one length in sparsity and {y}")
         per_config.append(np.stack(cells).reshape(2, len(g), -1))
     if len({v.shape for v in per_config}) != 1:
         shapes = sorted({v.shape[1:] for v in per_config})
@@ -54,15 +54,16 @@ def _family_values(rows: pd.DataFrame, where: str) -> np.ndarray:
     return np.stack(per_config)
 
 
-def _check_input(df: pd.DataFrame) -> None:
-    missing = [c for c in INPUT_COLUMNS if c not in df.columns]
+def _check_input(df: pd.DataFrame, y: str = "recall") -> None:
+    need = tuple(c if c != "recall" else y for c in INPUT_COLUMNS)
+    missing = [c for c in need if c not in df.columns]
     if missing:
-        raise BenchError(f"the claim table needs columns {', '.join(INPUT_COLUMNS)}; missing: {', '.join(missing)}")
+        raise BenchError(f"the claim table needs columns {', '.join(need)}; missing: {', '.join(missing)}")
 
 
-def family_replicates(df: pd.DataFrame, levels: Sequence[float] = LEVELS, n_boot: int = 1000,
-                      seed: int = 0) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
-    """Front readings at ``levels`` of every (dataset, variant, family): full sample and replicates.
+def family_means(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                 y: str = "recall") -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Configuration means of every (dataset, variant, family): full sample and bootstrap replicates.
 
     Per dataset one generator, ``default_rng([seed, crc32(dataset)])``, draws the ``[n_boot, S]`` sample
     indices shared by all its families; a family with ``R > 1`` seeds per configuration also resamples
@@ -72,31 +73,48 @@ def family_replicates(df: pd.DataFrame, levels: Sequence[float] = LEVELS, n_boot
 
     Parameters
     ----------
+    df : see :func:`paper_claim_table`; ``y`` names the second per-sample column (``recall``, ``mass``).
+
+    Returns
+    -------
+    ``{(dataset, variant, family): (full [1, K, 2], replicates [n_boot, K, 2], names [K])}``: per
+    configuration (names sorted) the mean sparsity and ``y`` of the full sample and of each replicate.
+    """
+    _check_input(df, y)
+    out = {}
+    for ds, drows in df.groupby("dataset", sort=True):
+        groups = {key: (_family_values(g, f"{ds}/{key[0]}/{key[1]}", y), sorted(set(g["name"])))
+                  for key, g in drows.groupby(["variant", "family"], sort=True)}
+        sizes = {v.shape[3] for v, _ in groups.values()}
+        if len(sizes) != 1:
+            raise BenchError(f"{ds}: families have different numbers of eval samples {sorted(sizes)}")
+        S = sizes.pop()
+        samples = np.random.default_rng([seed, *_key(ds)]).integers(0, S, size=(n_boot, S))
+        for (variant, family), (values, names) in groups.items():
+            R = values.shape[2]
+            seeds = (np.random.default_rng([seed, *_key(ds, variant, family)]).integers(0, R, size=(n_boot, R))
+                     if R > 1 else None)
+            out[(ds, variant, family)] = (replicate_means(values, np.arange(S)[None]),
+                                          replicate_means(values, samples, seeds), names)
+    return out
+
+
+def family_replicates(df: pd.DataFrame, levels: Sequence[float] = LEVELS, n_boot: int = 1000,
+                      seed: int = 0) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
+    """Front readings at ``levels`` of every (dataset, variant, family): full sample and replicates
+    (the configuration means of :func:`family_means`, their fronts read at each level).
+
+    Parameters
+    ----------
     df : see :func:`paper_claim_table`.
 
     Returns
     -------
     ``{(dataset, variant, family): (estimate [L], replicates [n_boot, L])}``.
     """
-    _check_input(df)
-    out = {}
-    for ds, drows in df.groupby("dataset", sort=True):
-        groups = {key: _family_values(g, f"{ds}/{key[0]}/{key[1]}")
-                  for key, g in drows.groupby(["variant", "family"], sort=True)}
-        sizes = {v.shape[3] for v in groups.values()}
-        if len(sizes) != 1:
-            raise BenchError(f"{ds}: families have different numbers of eval samples {sorted(sizes)}")
-        S = sizes.pop()
-        samples = np.random.default_rng([seed, *_key(ds)]).integers(0, S, size=(n_boot, S))
-        for (variant, family), values in groups.items():
-            R = values.shape[2]
-            seeds = (np.random.default_rng([seed, *_key(ds, variant, family)]).integers(0, R, size=(n_boot, R))
-                     if R > 1 else None)
-            full = replicate_means(values, np.arange(S)[None])
-            reps = replicate_means(values, samples, seeds)
-            out[(ds, variant, family)] = (interpolate_batch(full[..., 0], full[..., 1], levels)[0],
-                                          interpolate_batch(reps[..., 0], reps[..., 1], levels))
-    return out
+    return {key: (interpolate_batch(full[..., 0], full[..., 1], levels)[0],
+                  interpolate_batch(reps[..., 0], reps[..., 1], levels))
+            for key, (full, reps, _) in family_means(df, n_boot, seed).items()}
 
 
 def family_intervals(df: pd.DataFrame, levels: Sequence[float] = LEVELS, n_boot: int = 1000, seed: int = 0,

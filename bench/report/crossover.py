@@ -1,13 +1,27 @@
 """From which sequence length a predictor is cheaper than dense attention: crossover tables of the
 scaling and sparse-execution records (:func:`bench.report.frames.scaling_frame`,
-:func:`bench.report.frames.sparse_exec_frame`), and the sentences on the sparse-execution speed goal."""
+:func:`bench.report.frames.sparse_exec_frame`), and the sentences on the sparse-execution speed goal.
+
+Formula patterns: a family of kind ``fixed`` whose prediction is a formula of the positions
+(:data:`FORMULA_FAMILIES`: no data read, nothing drawn) does no measurable work when it predicts; the
+timer measures the call overhead, and a ratio such as "1e6x faster" would be an artefact. The first
+page lists them apart (:func:`crossover_table`). BigBird, also ``fixed``, draws its random blocks on
+every call, a cost that grows with n, so it is timed like the others.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
+
+from bench.report.series import FALLBACK_KINDS
+
+FORMULA_FAMILIES = ("window", "fixed", "longformer")
+FORMULA_NOTE = "prediction is a formula: no measurable cost"
+TABLE_COLUMNS = ["family", "configuration", "backend", "crossover_n", "always", "n_max", "speedup_at_max"]
 
 
 def crossover(scaling: pd.DataFrame, reference: str = "entmax15-topk") -> pd.DataFrame:
@@ -83,3 +97,84 @@ def sparse_goal_sentences(goal: pd.DataFrame, speedup: float = 5.0, recall: floa
                      f"{how(r['speedup_minilm'])} there")
         lines.append(line + ".")
     return lines
+
+
+def method_families(configs: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """``{configuration name: (family, kind)}`` of a run's configurations
+    (:func:`bench.report.frames.configs_frame`)."""
+    if configs.empty:
+        return {}
+    return {n: (f, k) for n, f, k in zip(configs["name"], configs["family"], configs["kind"])}
+
+
+def _family_of(method: str, families: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
+    """The family and kind of a timed method: from the run's configurations, else the longest known
+    family name it starts with (``unknown`` when none)."""
+    if method in families:
+        return families[method]
+    known = {**FALLBACK_KINDS, **dict(families.values())}  # the run's own kinds win
+    hits = [f for f in known if method == f or method.startswith(f + "-")]
+    if not hits:
+        return "unknown", "unknown"
+    family = max(hits, key=len)  # sf-kmeans before a family named sf
+    return family, known[family]
+
+
+def is_formula(family: str, kind: str) -> bool:
+    """Whether a family's prediction is a formula of the positions (see the module docstring)."""
+    return kind == "fixed" and family in FORMULA_FAMILIES
+
+
+def crossover_table(cross: pd.DataFrame, families: Mapping[str, tuple[str, str]],
+                    formula_apart: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`crossover` as one table, and the formula patterns apart.
+
+    Returns ``(table, formula)``: ``table`` has one row per timed predictor, columns
+    :data:`TABLE_COLUMNS` (``crossover_n`` and ``n_max`` integers, missing when not cheaper / not timed;
+    ``speedup_at_max`` = dense time / its time at ``n_max``), sorted by family and configuration;
+    ``formula`` (``family, configuration, backend, note``) the predictors of :func:`is_formula` when
+    ``formula_apart`` (their times include prediction only: see the module docstring), else empty.
+    """
+    rows, apart = [], []
+    for _, r in cross.iterrows():
+        family, kind = _family_of(r["method"], families)
+        if formula_apart and is_formula(family, kind):
+            apart.append({"family": family, "configuration": r["method"], "backend": r["backend"],
+                          "note": FORMULA_NOTE})
+            continue
+        rows.append({"family": family, "configuration": r["method"], "backend": r["backend"],
+                     "crossover_n": r["crossover_n"], "always": bool(r["always"]), "n_max": r["n_max"],
+                     "speedup_at_max": float(r["speedup_at_max"])})
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS).sort_values(["family", "configuration", "backend"],
+                                                                  ignore_index=True)
+    for c in ("crossover_n", "n_max"):
+        table[c] = pd.array([None if pd.isna(v) else int(v) for v in table[c]], dtype="Int64")
+    formula = pd.DataFrame(apart, columns=["family", "configuration", "backend", "note"])
+    return table, formula.sort_values(["family", "configuration", "backend"], ignore_index=True)
+
+
+def _times(v: float) -> str:
+    """A ratio as a reader takes it in: three significant digits below 100, whole numbers from there
+    (``1,600x``), never an exponent."""
+    return f"{v:,.0f}x" if v >= 100 else f"{v:.3g}x"
+
+
+def crossover_cells(table: pd.DataFrame, reference: str = "entmax15-topk") -> pd.DataFrame:
+    """:func:`crossover_table` for reading: ``cheaper than dense <reference> from n`` ("128 (every
+    measured n)", "256", "not up to n = 4096") and ``at the largest n`` ("140x faster at n = 4096")."""
+    def cheaper(r) -> str:
+        if pd.isna(r["crossover_n"]):
+            return "not up to n = " + ("–" if pd.isna(r["n_max"]) else str(int(r["n_max"])))
+        return f"{int(r['crossover_n'])}" + (" (every measured n)" if r["always"] else "")
+
+    def ratio(r) -> str:
+        v = r["speedup_at_max"]
+        if math.isnan(v):
+            return "–"
+        return f"{_times(v)} faster at n = {int(r['n_max'])}" if v >= 1 else \
+            f"{_times(1 / v)} slower at n = {int(r['n_max'])}"
+
+    return pd.DataFrame({"family": table["family"], "configuration": table["configuration"],
+                         "backend": table["backend"],
+                         f"cheaper than dense {reference} from n": [cheaper(r) for _, r in table.iterrows()],
+                         "at the largest n": [ratio(r) for _, r in table.iterrows()]})

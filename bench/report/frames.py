@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.evaluation.metrics import METRICS
-from bench.report.series import BASELINE_SERIES, series_label
+from bench.report.series import BASELINE_SERIES, family_kind, series_label, variant_of
 
 
 @dataclass
@@ -55,7 +55,8 @@ def _num(v) -> float:
     return math.nan if v is None else float(v)
 
 
-CONFIG_COLUMNS = ["dataset", "backend", "name", "family", "series", "baseline", *METRICS, "gold_sparsity",
+CONFIG_COLUMNS = ["dataset", "backend", "name", "family", "series", "baseline", "kind", "variant",
+                  "variant_recorded", "seed", *METRICS, "gold_sparsity",
                   "predict_seconds", "fit_seconds", "prediction_flops", "attention_flops", "dense_flops",
                   "total_flops", "flops_ratio"]
 
@@ -64,10 +65,13 @@ def configs_frame(summary: dict) -> pd.DataFrame:
     """One row per configuration of ``summary["predictors"]``.
 
     Columns: ``dataset, backend, name, family, series, baseline`` (series is the window+sink baseline),
-    the mean of every metric of :data:`bench.evaluation.metrics.METRICS`, ``gold_sparsity``, ``predict_seconds``
-    (mean prediction time of all eval layers), ``fit_seconds``, the FLOPs, ``total_flops`` (prediction
-    plus attention on the predicted graph) and ``flops_ratio = total_flops / dense_flops``; then
-    ``param_<key>`` for every parameter. Missing numbers are NaN.
+    ``kind``, ``variant`` and ``variant_recorded`` (:func:`bench.report.series.family_kind`,
+    :func:`bench.report.series.variant_of`: recorded, or inferred for older runs), ``seed`` (NaN when
+    none was recorded), the mean of every metric of :data:`bench.evaluation.metrics.METRICS`,
+    ``gold_sparsity``, ``predict_seconds`` (mean prediction time of all eval layers), ``fit_seconds``,
+    the FLOPs, ``total_flops`` (prediction plus attention on the predicted graph) and
+    ``flops_ratio = total_flops / dense_flops``; then ``param_<key>`` for every parameter. Missing
+    numbers are NaN.
     """
     rows = []
     for e in summary.get("predictors", []):
@@ -76,6 +80,9 @@ def configs_frame(summary: dict) -> pd.DataFrame:
         total = pred + att
         row = {"dataset": e["dataset"], "backend": e["backend"], "name": e["name"], "family": e["family"],
                "series": series_label(e["family"], e.get("params")),
+               "kind": family_kind(e["family"], e.get("kind")),
+               **dict(zip(("variant", "variant_recorded"), variant_of(e.get("params"), e.get("variant")))),
+               "seed": _num(e.get("seed")),
                **{m: _num(mean.get(m)) for m in METRICS},
                "gold_sparsity": _num(e.get("gold_sparsity")),
                "predict_seconds": _num((e.get("time") or {}).get("mean")), "fit_seconds": _num(e.get("fit_seconds")),

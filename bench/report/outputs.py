@@ -20,12 +20,43 @@ def shown_path(path) -> str:
         return str(path)
 
 
+# Name parts of measured quantities: a column named with one is never shown as integers, even when its
+# values happen to be whole (a recall of exactly 1.0 stays 1.000).
+MEASURE_WORDS = frozenset({
+    "recall", "sparsity", "mass", "precision", "exact", "error", "level", "estimate", "lo", "hi", "covered",
+    "delta", "value", "reference", "speedup", "seconds", "time", "ratio", "auc", "at", "cosine", "bpc",
+    "density"})
+
+
+def as_integers(df):
+    """``df`` with every float column whose finite values are all whole numbers as integers (pandas
+    ``Int64``, missing for NaN): counts, lengths, parameters print as ``16``, never ``16.0``. Columns
+    named with a :data:`MEASURE_WORDS` part stay floats."""
+    import numpy as np
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        col = out[c]
+        if col.dtype.kind != "f" or set(str(c).lower().split("_")) & MEASURE_WORDS:
+            continue
+        vals = col.to_numpy(float)
+        finite = vals[np.isfinite(vals)]
+        if len(finite) and np.all(finite == np.round(finite)) and np.all(np.abs(finite) < 2 ** 53) \
+                and not np.isinf(vals).any():
+            out[c] = pd.array([None if np.isnan(v) else int(v) for v in vals], dtype="Int64")
+    return out
+
+
 def markdown_table(df, floatfmt: str = ".3f", index: bool = False) -> str:
-    """A GitHub-flavoured Markdown table of ``df``; NaN and None print as an en dash."""
-    frame = df.reset_index() if index else df
+    """A GitHub-flavoured Markdown table of ``df`` (whole-number columns as integers, :func:`as_integers`);
+    NaN, None and missing values print as an en dash."""
+    import pandas as pd
+
+    frame = as_integers(df.reset_index() if index else df)
 
     def cell(v) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
+        if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
             return "–"
         if isinstance(v, float):
             return format(v, floatfmt)
@@ -64,26 +95,30 @@ class Outputs:
         self.dpi = dpi
         self.manifest: dict = {"figures": [], "tables": [], "findings": [], "sections": []}
 
-    def figure(self, fig, name: str, title: str, show: bool = True) -> Path:
+    def figure(self, fig, name: str, title: str, caption: str = "", show: bool = True) -> Path:
         """Save ``fig`` as ``figures/<name>.png``, close it, and show that very file (drawn once, so the
-        HTML and the PNG are the same picture), at 100 dpi's width."""
+        HTML and the PNG are the same picture), at 100 dpi's width, with its ``caption`` below it (the
+        caption goes to README.md too)."""
         import matplotlib.pyplot as plt
 
         path = self.dir / "figures" / f"{name}.png"
         fig.savefig(path, dpi=self.dpi, bbox_inches="tight")
         plt.close(fig)
-        self.manifest["figures"].append({"path": f"figures/{name}.png", "title": title})
+        self.manifest["figures"].append({"path": f"figures/{name}.png", "title": title, "caption": caption})
         if show:
-            from IPython.display import Image, display
+            from IPython.display import Image, Markdown, display
 
             img = Image(filename=str(path))
             width = int.from_bytes(img.data[16:20], "big")  # PNG header: IHDR width
             display(Image(data=img.data, format="png", width=round(width * 100 / self.dpi)))
+            if caption:
+                display(Markdown(f"*{caption}*"))
         return path
 
     def table(self, df, name: str, title: str = "", index: bool = False) -> Path:
+        """Save ``df`` as ``tables/<name>.csv`` (whole-number columns as integers: :func:`as_integers`)."""
         path = self.dir / "tables" / f"{name}.csv"
-        df.to_csv(path, index=index)
+        as_integers(df).to_csv(path, index=index)
         self.manifest["tables"].append({"path": f"tables/{name}.csv", "title": title or name})
         return path
 

@@ -7,12 +7,14 @@ papermill into the output folder (default ``RUN_DIR/report/``)::
     report/report.html    standalone HTML, code hidden, figures embedded (opens offline in a browser)
     report/figures/*.png  every figure, as files (for a code-hosting site, linked from README.md)
     report/tables/*.csv   the numbers behind the tables (numbers only, NaN where undefined)
-    report/README.md      the key findings, the matched-sparsity table and every figure, in Markdown
+    report/README.md      the key findings (claim, front tables, crossover), sections and every figure with its caption
     report/report.manifest.json   what the notebook wrote (a later render removes exactly that first)
 
-The notebooks only read ``summary.json`` and ``results.csv`` (:mod:`bench.report.frames`); every number
-they show comes from :mod:`bench.report.pareto`, :mod:`bench.report.heads` and
-:mod:`bench.report.crossover`, every figure from :mod:`bench.report.figures`, and they write through
+The notebooks only read ``summary.json`` and ``results.csv`` (:mod:`bench.report.frames`,
+:mod:`bench.report.selection`); every number they show comes from :mod:`bench.report.fair` (fronts
+selected on validation, read on eval, with bootstrap intervals), :mod:`bench.report.claims`,
+:mod:`bench.report.pareto`, :mod:`bench.report.heads` and :mod:`bench.report.crossover`, every figure from
+:mod:`bench.report.facets` and :mod:`bench.report.figures`, and they write through
 :class:`bench.report.outputs.Outputs`. The command line is :mod:`bench.report.cli`.
 """
 
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.evaluation.metric_table import metric
+from bench.report.selection import FRONT_METRICS
 
 # Templates live in the source tree's notebooks/ (beside the package in a checkout; an installed wheel
 # does not carry them, so the current folder's notebooks/ is searched too: tox runs from the project root).
@@ -145,7 +148,8 @@ def to_html(nb, title: str, alts: Sequence[str] = ()) -> str:
 
 
 def write_readme(out: Path, run_dir: Path, names: Sequence[str]) -> Path:
-    """README.md of a rendered report: findings, then every figure and table, from the manifests."""
+    """README.md of a rendered report: findings, then the sections (tables, the environment), every
+    figure with its caption, and the CSV tables, from the manifests."""
     lines = [f"# Trade-off report of run `{run_dir.name}`", "",
              f"Rendered from the run folder `{os.path.relpath(run_dir, out)}` by `python -m bench.report`. "
              "Full report, figures embedded and code hidden: "
@@ -159,6 +163,7 @@ def write_readme(out: Path, run_dir: Path, names: Sequence[str]) -> Path:
         lines += ["## Figures", ""]
         for f in m["figures"]:
             lines += [f"### {f['title']}", "", f"![{f['title']}]({f['path']})", ""]
+            lines += [f"*{f['caption']}*", ""] if f.get("caption") else []
         if m["tables"]:
             lines += ["## Tables (CSV)", ""] + [f"- [{t['title']}]({t['path']})" for t in m["tables"]] + [""]
     path = out / "README.md"
@@ -175,7 +180,8 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, *, parameters
     run_dir : a run folder with ``summary.json`` (and ``results.csv`` for the per-head figures)
     out_dir : where the outputs go (default ``run_dir/report``); created if needed
     parameters : values for the notebook's ``parameters`` cell (``dataset``, ``x_metric``, ``y_metric``,
-        ``predictor``, ``levels``, ``level``, ``reference``); an unknown name is an error
+        ``predictor``, ``levels``, ``window``, ``n_boot``, ``boot_seed``, ``level``, ``reference``); an
+        unknown name is an error
     notebooks : template names in ``notebooks/`` or paths to ``.ipynb`` files
     timeout : seconds allowed to each cell
 
@@ -250,6 +256,11 @@ def _check_parameters(run: Path, params: dict) -> None:
     for key in ("x_metric", "y_metric"):
         if params.get(key):
             metric(params[key])  # an unknown metric is an error naming the known ones
+    if params.get("x_metric", "sparsity") != "sparsity":
+        raise BenchError(f"the report reads fronts at sparsity levels: x must be sparsity, not {params['x_metric']}")
+    if params.get("y_metric") and params["y_metric"] not in FRONT_METRICS:
+        raise BenchError(f"the headline fronts need a higher-better per-sample metric ({', '.join(FRONT_METRICS)}), "
+                         f"not {params['y_metric']}")
     ds = params.get("dataset")
     if ds:
         summary = json.loads((run / "summary.json").read_text())

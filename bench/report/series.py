@@ -8,6 +8,15 @@ series
 ceiling
     a family that reads the dense scores (``oracle-*``, :data:`CEILING_PREFIX`): drawn on every plot as
     the best any predictor could reach, never a winner of a "best family" statement.
+reference series
+    the baseline and the ceilings: shown beside every family, in both variants (:func:`is_reference`).
+kind
+    what a family reads to predict (``learned``, ``fixed``, ``hashing``, ``block``, ``ceiling``), as
+    recorded; runs written before records carried it fall back to :data:`FALLBACK_KINDS`.
+variant
+    ``bare`` (the predictor alone) or ``helped`` (it includes the paper's helper: a window of
+    ``w >= 3`` and the first token, ``g >= 1``), as recorded; older runs: inferred from the parameters
+    by that very rule (:func:`variant_of`).
 """
 
 from __future__ import annotations
@@ -18,11 +27,37 @@ BASELINE_SERIES = "window+sink"
 LEARNED_SINK_SERIES = "window+learned-sink"
 # Every ceiling family is named oracle-... (predictors/torch/oracle.py; tests/test_pareto.py checks the registry).
 CEILING_PREFIX = "oracle-"
+VARIANTS = ("bare", "helped")
+# The kinds of the built-in families (predictors/*/<family>.py), for runs that did not record them.
+FALLBACK_KINDS = {"window": "fixed", "fixed": "fixed", "bigbird": "fixed", "longformer": "fixed",
+                  "reformer": "hashing", "simhash": "hashing", "sf-dist": "learned", "sf-quant": "learned",
+                  "sf-kmeans": "learned", "routing": "learned", "hashattn": "learned", "xattention": "block",
+                  "minference": "block", "seer": "block", "quest": "block"}
 
 
 def is_ceiling(series: str) -> bool:
     """Whether a family or series is a ceiling (reads the dense scores; see the module docstring)."""
     return isinstance(series, str) and series.startswith(CEILING_PREFIX)
+
+
+def is_reference(series: str) -> bool:
+    """The baseline and the ceilings: drawn and tabled beside every family, whatever the variant."""
+    return series == BASELINE_SERIES or is_ceiling(series)
+
+
+def family_kind(family: str, recorded: str | None = None) -> str:
+    """The recorded kind, else the kind of a built-in family, ``ceiling`` for ``oracle-*``, else ``unknown``."""
+    if recorded:
+        return str(recorded)
+    return "ceiling" if is_ceiling(family) else FALLBACK_KINDS.get(family, "unknown")
+
+
+def variant_of(params: dict | None, recorded: str | None = None) -> tuple[str, bool]:
+    """``(variant, recorded)``: the recorded variant, else ``helped`` when the parameters hold the
+    paper's helper (``w >= 3`` and ``g >= 1``), ``bare`` otherwise; the flag says which it was."""
+    if recorded:
+        return str(recorded), True
+    return ("helped" if _int_param(params, "w") >= 3 and _int_param(params, "g") >= 1 else "bare"), False
 
 
 def _int_param(params: dict | None, key: str) -> int:
