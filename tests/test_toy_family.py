@@ -1,5 +1,6 @@
-"""ADDING_A_FAMILY.md works as written: its toy family module and sweep, copied out of the document into a
-temporary folder, are found through SPARSEBENCH_FAMILIES, listed, scored and run by the smoke benchmark."""
+"""README.md's "Adding a predictor family" works as written: its toy family module and sweep, copied out
+of the document into a temporary folder, are found through SPARSEBENCH_FAMILIES, listed, scored and run
+by the smoke benchmark."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDE = ROOT / "ADDING_A_FAMILY.md"
+GUIDE = ROOT / "README.md"
 
 
 def guide_files() -> dict[str, str]:
