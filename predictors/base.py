@@ -31,7 +31,11 @@ from predictors.graphs import GlobalGraph, PredictedGraph, WindowGraph
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its keyword, the prefix in names, its type, default and allowed values."""
+    """One parameter: its keyword, the prefix in names, its type, default and allowed values.
+
+    A parameter whose default is ``None`` is optional: unset, it has the value ``None`` and is left out
+    of names.
+    """
 
     key: str
     prefix: str
@@ -76,6 +80,9 @@ class Predictor:
         self.values = {}
         for key, spec in specs.items():
             v = values.get(key, spec.default)
+            if v is None and spec.default is None:  # an optional parameter left unset
+                self.values[key] = None
+                continue
             try:
                 v = spec.type(v)
             except (TypeError, ValueError):
@@ -112,7 +119,7 @@ class Predictor:
         parts = [self.family]
         for spec in self.all_params():
             v = self.values[spec.key]
-            if spec in COMMON and v == spec.default:
+            if v is None or (spec in COMMON and v == spec.default):
                 continue
             parts.append(spec.format(v))
         return "-".join(parts)
