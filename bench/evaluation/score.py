@@ -24,8 +24,9 @@ def score_predictor(prep: Prepared, predictor, block: int = 256, layers=None) ->
     return score_fitted(prep, predictor, block=block, layers=layers)
 
 
-def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graphs=None) -> dict:
-    """Score an already fitted ``predictor`` on ``prep.eval``, layer by layer.
+def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graphs=None, part: str = "eval") -> dict:
+    """Score an already fitted ``predictor`` on ``prep.eval`` (or the validation part, ``part="val"``),
+    layer by layer.
 
     ``graphs``: the predictor's graphs of every eval layer, already predicted (by a timed call of the
     benchmark); they are scored instead of predicting again, and ``predict_seconds`` is then 0.
@@ -33,14 +34,17 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graph
     Returns
     -------
     dict with ``name``, ``family``, ``backend``, ``params``, ``per_head`` (metric -> ``[L][H]`` lists),
-    ``mean`` (metric -> float, the mean over layers and heads), ``fit_seconds``, ``predict_seconds``,
+    ``mean`` (metric -> float, the mean over layers and heads), ``per_sample`` (metric -> ``[S]``, each
+    sample's NaN-aware mean over layers and heads: what bootstrap intervals resample; the mean of a
+    sample's values need not equal ``mean``, which averages heads first), ``fit_seconds``, ``predict_seconds``,
     ``score_seconds``, and FLOPs: ``prediction_flops`` (the predictor's own cost),
     ``attention_flops`` (attention on the predicted pairs) and ``dense_flops``, all summed over
     eval samples, layers and heads.
     """
-    ev = prep.eval
+    ev, part_gold = _part(prep, part)
     layers = range(ev.num_layers) if layers is None else layers
     per_head = {m: [] for m in METRICS + COUNTS}
+    per_sample = {m: [] for m in METRICS}  # per layer: [S, H]
     per_head["block_sparsity"] = []
     predict_seconds = score_seconds = 0.0
     for layer in layers:
@@ -52,7 +56,10 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graph
         else:
             graph = graphs[layer]
         start = time.perf_counter()
-        res = macro_average(score_layer(view, prep.eval_gold.layers[layer], graph, block=block))
+        raw = score_layer(view, part_gold.layers[layer], graph, block=block)
+        for m in METRICS:
+            per_sample[m].append(raw[m])
+        res = macro_average(raw)
         if predictor.block_param is not None:
             tiles = block_sparsity(graph, view.lengths, view.causal, predictor.values[predictor.block_param])
             per_head["block_sparsity"].append(tiles.mean(0).tolist())
@@ -72,8 +79,10 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graph
         "name": predictor.name, "family": predictor.family, "backend": predictor.backend,
         "params": dict(predictor.values), "seed": predictor.seed,
         "per_head": {**{m: per_head[m] for m in METRICS + ("block_sparsity",) if per_head[m]},
-                     "gold_sparsity": [prep.eval_gold.layers[layer].sparsity().mean(0).tolist() for layer in layers]},
+                     "gold_sparsity": [part_gold.layers[layer].sparsity().mean(0).tolist() for layer in layers]},
         "mean": mean,
+        "per_sample": {m: torch.cat(per_sample[m], 1).nanmean(1).tolist() for m in METRICS} if per_sample["recall"]
+        else {},
         "pred_pairs": pred_pairs, "valid_pairs": valid_pairs,
         "gold_pairs": sum(sum(row) for row in per_head["gold_pairs"]),
         "prediction_flops": prediction,
@@ -82,6 +91,13 @@ def score_fitted(prep: Prepared, predictor, block: int = 256, layers=None, graph
         "fit_seconds": predictor.fit_seconds, "predict_seconds": predict_seconds,
         "score_seconds": score_seconds,
     }
+
+
+def _part(prep: Prepared, part: str):
+    """The data and gold of ``part`` (``eval`` or ``val``)."""
+    if part not in ("eval", "val"):
+        raise ValueError(f"part must be eval or val, got {part!r}")
+    return getattr(prep, part), getattr(prep, f"{part}_gold")
 
 
 def _nanmean(rows) -> float:
