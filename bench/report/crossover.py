@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from bench.report.series import FALLBACK_KINDS
+from bench.report.series import family_kind
 
 FORMULA_FAMILIES = ("window", "fixed", "longformer")
 FORMULA_NOTE = "prediction is a formula: no measurable cost"
@@ -112,12 +112,14 @@ def _family_of(method: str, families: Mapping[str, tuple[str, str]]) -> tuple[st
     family name it starts with (``unknown`` when none)."""
     if method in families:
         return families[method]
-    known = {**FALLBACK_KINDS, **dict(families.values())}  # the run's own kinds win
+    from predictors.registry import family_of
+
+    known = dict(families.values())  # the run's own kinds win over the registry's
     hits = [f for f in known if method == f or method.startswith(f + "-")]
-    if not hits:
+    family = max(hits, key=len) if hits else family_of(method)  # sf-kmeans before a family named sf
+    if family is None:
         return "unknown", "unknown"
-    family = max(hits, key=len)  # sf-kmeans before a family named sf
-    return family, known[family]
+    return family, known.get(family) or family_kind(family)
 
 
 def is_formula(family: str, kind: str) -> bool:

@@ -80,7 +80,7 @@ def configs_frame(summary: dict) -> pd.DataFrame:
         total = pred + att
         row = {"dataset": e["dataset"], "backend": e["backend"], "name": e["name"], "family": e["family"],
                "series": series_label(e["family"], e.get("params")),
-               "kind": family_kind(e["family"], e.get("kind")),
+               "kind": family_kind(e["family"], e.get("family_kind", e.get("kind"))),
                **dict(zip(("variant", "variant_recorded"), variant_of(e.get("params"), e.get("variant")))),
                "seed": _num(e.get("seed")),
                **{m: _num(mean.get(m)) for m in METRICS},

@@ -59,7 +59,8 @@ def _point(e: dict) -> dict:
     series = series_label(e["family"], e.get("params"))
     row = {"dataset": e["dataset"], "backend": e["backend"], "name": e["name"],
            "key": config_key(e["name"], e["backend"]), "family": e["family"], "series": series,
-           "kind": family_kind(e["family"], e.get("kind")), "variant": variant, "variant_recorded": recorded,
+           "kind": family_kind(e["family"], e.get("family_kind", e.get("kind"))), "variant": variant,
+           "variant_recorded": recorded,
            "seed": _num(e.get("seed")), "reference": is_reference(series), "samples": samples or None}
     for m in FAIR_METRICS:
         s = samples.get(m)

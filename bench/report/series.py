@@ -6,13 +6,13 @@ series
     :data:`BASELINE_SERIES`), ``window+g<g>`` for other fixed ``g``, and ``window+learned-sink`` for sink
     columns learned from the fit samples (``s > 0``).
 ceiling
-    a family that reads the dense scores (``oracle-*``, :data:`CEILING_PREFIX`): drawn on every plot as
-    the best any predictor could reach, never a winner of a "best family" statement.
+    a family of kind ``ceiling`` (it reads the dense scores; the registry's class attribute): drawn on
+    every plot as the best any predictor could reach, never a winner of a "best family" statement.
 reference series
     the baseline and the ceilings: shown beside every family, in both variants (:func:`is_reference`).
 kind
     what a family reads to predict (``learned``, ``fixed``, ``hashing``, ``block``, ``ceiling``), as
-    recorded; runs written before records carried it fall back to :data:`FALLBACK_KINDS`.
+    recorded (``family_kind``); runs written before records carried it take the registry's.
 variant
     ``bare`` (the predictor alone) or ``helped`` (it includes the paper's helper: a window of
     ``w >= 3`` and the first token, ``g >= 1``), as recorded; older runs: inferred from the parameters
@@ -25,19 +25,23 @@ import math
 
 BASELINE_SERIES = "window+sink"
 LEARNED_SINK_SERIES = "window+learned-sink"
-# Every ceiling family is named oracle-... (predictors/torch/oracle.py; tests/test_pareto.py checks the registry).
-CEILING_PREFIX = "oracle-"
 VARIANTS = ("bare", "helped")
-# The kinds of the built-in families (predictors/*/<family>.py), for runs that did not record them.
-FALLBACK_KINDS = {"window": "fixed", "fixed": "fixed", "bigbird": "fixed", "longformer": "fixed",
-                  "reformer": "hashing", "simhash": "hashing", "sf-dist": "learned", "sf-quant": "learned",
-                  "sf-kmeans": "learned", "routing": "learned", "hashattn": "learned", "xattention": "block",
-                  "minference": "block", "seer": "block", "quest": "block"}
+
+
+def registry_kind(family: str) -> str | None:
+    """The kind of a registered family (``predictors.registry``), None for a name it does not know."""
+    from predictors.errors import PredictorError
+    from predictors.registry import family_class
+
+    try:
+        return family_class(family).kind
+    except PredictorError:
+        return None
 
 
 def is_ceiling(series: str) -> bool:
-    """Whether a family or series is a ceiling (reads the dense scores; see the module docstring)."""
-    return isinstance(series, str) and series.startswith(CEILING_PREFIX)
+    """Whether a family or series is a ceiling (kind ``ceiling``; see the module docstring)."""
+    return isinstance(series, str) and registry_kind(series) == "ceiling"
 
 
 def is_reference(series: str) -> bool:
@@ -46,10 +50,10 @@ def is_reference(series: str) -> bool:
 
 
 def family_kind(family: str, recorded: str | None = None) -> str:
-    """The recorded kind, else the kind of a built-in family, ``ceiling`` for ``oracle-*``, else ``unknown``."""
+    """The recorded kind, else the registry's kind of the family, else ``unknown``."""
     if recorded:
         return str(recorded)
-    return "ceiling" if is_ceiling(family) else FALLBACK_KINDS.get(family, "unknown")
+    return registry_kind(family) or "unknown"
 
 
 def variant_of(params: dict | None, recorded: str | None = None) -> tuple[str, bool]:

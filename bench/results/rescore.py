@@ -126,15 +126,17 @@ def fresh_quality(rec: dict, graphs_file: Path, prepared: dict, block: int = 256
 def _prepared(rec: dict, cache: dict):
     from bench.data.sources import source_options
     from bench.evaluation.prepared import prepare
+    from predictors.data import DEFAULT_SPLIT
 
     dataset, descriptor = rec["dataset"], rec.get("dataset_descriptor")
     if descriptor is None:
         raise BenchError("the record has no dataset_descriptor: its data cannot be rebuilt")
-    key = json.dumps([dataset, descriptor], sort_keys=True)
+    key = json.dumps([dataset, descriptor, rec.get("split")], sort_keys=True)
     if key not in cache:
         cache.clear()
         try:
-            cache[key] = prepare(dataset, **source_options(dataset, descriptor))
+            split = rec.get("split") or DEFAULT_SPLIT  # the record's split (records before it: the default)
+            cache[key] = prepare(dataset, split=split, **source_options(dataset, descriptor))
         except BenchError as exc:
             cache[key] = exc
     prep = cache[key]

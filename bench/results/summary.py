@@ -74,6 +74,8 @@ def fingerprint(preds: list[dict], profile: str | None) -> dict:
     for rec in preds:
         fp = {"descriptor": rec["dataset_descriptor"], "fit_samples": rec["fit_samples"],
               "eval_samples": rec["eval_samples"]}
+        if "split" in rec:  # records before the validation split have neither
+            fp.update(split=rec["split"], val_samples=rec.get("val_samples"))
         seen = datasets.setdefault(rec["dataset"], fp)
         if seen != fp:
             raise SummaryError(f"the records of dataset {rec['dataset']!r} come from different data (e.g. "
@@ -100,6 +102,8 @@ def _entry(rec: dict, dense: dict) -> dict:
         "dense_flops": rec["dense_flops"], "gold_sparsity": rec.get("gold_sparsity"),
         "ratio_to_dense": _ratios(rec, dense), "dataset_descriptor": rec.get("dataset_descriptor"),
         "family_kind": rec.get("family_kind"),  # predictors.registry.KINDS; absent in older records
+        # Selection on validation, intervals over eval samples (bench.report.selection, front_stats).
+        **{k: rec[k] for k in ("per_sample", "val", "split", "variant", "seed") if k in rec},
     }
 
 

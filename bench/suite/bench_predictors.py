@@ -40,12 +40,16 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_rec
     rounds = 1 if ceiling else state["profile"].rounds
     benchmark.pedantic(predict_all_layers, rounds=rounds, warmup_rounds=0 if ceiling else 1, iterations=1)
     rec = score_fitted(prep, predictor, graphs=last["graphs"])
+    # Configurations are chosen on the validation samples and reported on the eval samples.
+    val = score_fitted(prep, predictor, part="val")
+    rec["val"] = {"mean": val["mean"], "per_sample": val["per_sample"], "samples": prep.val.num_samples}
     timing = time_record(benchmark)
     rec["predict_seconds"] = timing["mean"]
     heads = prep.eval.num_layers * prep.eval.num_heads
     rec.update({
         "kind": "predictor", "dataset": dataset, "dataset_descriptor": prep.data.descriptor,
         "device": device, "eval_samples": prep.eval.num_samples, "fit_samples": prep.fit.num_samples,
+        "split": list(prep.split), "val_samples": prep.val.num_samples, "variant": predictor.variant,
         "layers": prep.eval.num_layers, "heads": prep.eval.num_heads, "family_kind": predictor.kind,
         "time": {**timing, "per_head_mean": timing["mean"] / heads},
         "gold_sparsity": prep.eval_gold.sparsity().mean().item(),

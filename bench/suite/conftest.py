@@ -92,7 +92,7 @@ def _session(config) -> dict:
     config.add_cleanup(lock.release)
     if config.getoption("fresh"):
         run_folder.empty_run_folder(run)
-    manifest = {"profile": profile, "data": prof.data.options(), "split": split,
+    manifest = {"profile": profile, "data": prof.data.options(), "split": list(split),
                 "device": config.getoption("device")}
     run_folder.check_manifest(run, manifest)
     return {"profile": prof, "profile_name": profile, "run": run, "datasets": datasets, "split": split,
@@ -113,10 +113,10 @@ def _check_datasets(datasets: list[str]) -> None:
             raise BenchError(f"unknown dataset {d!r}; known: {', '.join(known_sources())}, file:PATH")
 
 
-def _split(text: str | None):
-    if text is None:
-        return None
-    raise BenchError("--split is not available yet")
+def _split(text: str | None) -> tuple[float, float, float]:
+    from predictors.data import DEFAULT_SPLIT, check_split
+
+    return DEFAULT_SPLIT if text is None else check_split(text.split(","))
 
 
 def _default_run(profile: str, datasets: list[str]) -> str:
@@ -186,7 +186,7 @@ def prepared():
             if dataset == "synthetic":
                 opts = {"samples": data.samples, "length": data.length}
             try:
-                _PREPARED[dataset] = prepare(dataset, show_progress=True, **opts)
+                _PREPARED[dataset] = prepare(dataset, split=config.sparsebench["split"], show_progress=True, **opts)
             except BenchError as exc:
                 raise pytest.UsageError(f"dataset {dataset}: {exc}") from None
         return _PREPARED[dataset]

@@ -35,6 +35,11 @@ class Longformer(Predictor):
         if self.n < 0:
             raise PredictorError(f"{self.family}: global token count n must be >= 0, got {self.n}")
 
+    @property
+    def variant(self) -> str:
+        """Its own global tokens ``0 .. n-1`` include the first token: helped when ``n >= 1`` and ``w >= 3``."""
+        return "helped" if self.values["w"] >= 3 and (self.values["g"] >= 1 or self.n >= 1) else "bare"
+
     def _predict(self, view, layer):
         if self.n == 0:
             return None

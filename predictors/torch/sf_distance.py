@@ -8,13 +8,18 @@ the predicted graph of a head is
 
 returned as a compact :class:`~predictors.graphs.DistanceGraph` (the projected points and ``t``).
 Larger ``t`` predicts a superset. ``t = 0`` predicts nothing (the test is strict).
+
+The budget is either one absolute threshold ``t`` for every layer and head (the paper's grid), or a
+target sparsity ``sp``: each head's threshold is calibrated on the fit samples so that the share ``sp``
+of its valid fit pairs is left out (:mod:`predictors.calibration`; ``sf-dist-r4-sp0.9``).
 """
 
 from __future__ import annotations
 
 from predictors.base import Param
+from predictors.calibration import calibrate_below, check_target_sparsity
 from predictors.errors import PredictorError
-from predictors.graphs import DistanceGraph
+from predictors.graphs import DistanceGraph, projected_distances
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projection_flops
 from predictors.registry import register
 
@@ -25,8 +30,9 @@ METRICS = {"l2": "l2", "cos": "cosine"}
 class SparsefinderDistance(ProjectedPredictor):
     """Threshold on the projected distance; names ``sf-dist-r4-t2``, ``sf-dist-r4-shared-cos-t0.5``.
 
-    Parameters: ``r`` projected dimension, ``proj`` sep|shared, ``metric`` l2|cos, ``t`` threshold,
-    plus the common ``w`` and ``g``.
+    Parameters: ``r`` projected dimension, ``proj`` sep|shared, ``metric`` l2|cos, and one budget:
+    ``t`` absolute threshold (2 when neither is given) or ``sp`` target sparsity calibrated per layer and
+    head on the fit samples; plus the common ``w``, ``g`` and ``s``.
 
     FLOPs per head for one sample of ``n`` tokens, head dimension ``d``:
 
@@ -43,16 +49,43 @@ class SparsefinderDistance(ProjectedPredictor):
     family = "sf-dist"
     params = PROJECTION_PARAMS + (
         Param("metric", "", str, "l2", choices=tuple(METRICS), doc="l2: squared L2 distance; cos: 1 - cosine"),
-        Param("t", "t", float, 2.0, doc="threshold: a pair is predicted when its distance is below t"),
+        Param("t", "t", float, None, doc="absolute threshold: a pair is predicted when its distance is below t "
+              "(default 2 when sp is not given)"),
+        Param("sp", "sp", float, None, doc="target sparsity: per-head thresholds calibrated on the fit samples"),
     )
 
     def check_family(self) -> None:
-        if not self.values["t"] >= 0:
-            raise PredictorError(f"{self.family}: threshold t must be >= 0, got {self.values['t']}")
+        t, sp = self.values["t"], self.values["sp"]
+        if t is not None and sp is not None:
+            raise PredictorError(f"{self.family}: give one budget, t (absolute) or sp (calibrated), not both")
+        if sp is not None:
+            check_target_sparsity(self.family, sp)
+            return
+        if t is None:
+            self.values["t"] = t = 2.0
+        if not t >= 0:
+            raise PredictorError(f"{self.family}: threshold t must be >= 0, got {t}")
+
+    def _fit_projected(self, data, gold) -> None:
+        self.thresholds = None
+        if self.values["sp"] is None:
+            return
+        metric = METRICS[self.values["metric"]]
+
+        def layer_distances(layer):
+            qp, kp = self.projections.apply(data.layer(layer), layer)
+            return lambda s, n: projected_distances(qp[s, :, :n], kp[s, :, :n], metric)
+
+        self.thresholds = calibrate_below(data, self.values["sp"], layer_distances)  # [L, H]
 
     def _predict(self, view, layer):
         qp, kp = self.project(view, layer)
-        return DistanceGraph(qp, kp, self.values["t"], METRICS[self.values["metric"]])
+        if self.values["sp"] is not None:
+            self.check_fitted(layer, qp.shape[1], *self.thresholds.shape)
+            threshold = self.thresholds[layer]
+        else:
+            threshold = self.values["t"]
+        return DistanceGraph(qp, kp, threshold, METRICS[self.values["metric"]])
 
     def _flops(self, n, d):
         r = self.values["r"]
