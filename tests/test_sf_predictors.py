@@ -384,18 +384,23 @@ def test_sweep_files_are_valid_cartesian_grids(family):
     keys = {p.key for p in cls.all_params()}
     sizes = {}
     for profile in ("smoke", "default", "full"):
-        grid = sweep[profile]["grid"]
-        assert set(grid) <= keys and all(isinstance(v, list) and v for v in grid.values())
-        pts = points(grid)
+        grids = sweep[profile]["grids"] if "grids" in sweep[profile] else [sweep[profile]["grid"]]
+        pts = []
+        for grid in grids:
+            assert set(grid) <= keys and all(isinstance(v, list) and v for v in grid.values())
+            pts += points(grid)
         sizes[profile] = len(pts)
         names = [cls(**pt).name for pt in pts]
         assert len(set(names)) == len(names)
         assert all(predictors.get(nm).name == nm for nm in names)
-    assert 2 <= sizes["smoke"] <= 3 and 4 <= sizes["default"] <= 8 and sizes["full"] > sizes["default"]
-    full = sweep["full"]["grid"]
+    assert 2 <= sizes["smoke"] <= 3 and 4 <= sizes["default"] <= 10 and sizes["full"] > sizes["default"]
+    full = sweep["full"]["grids"] if "grids" in sweep["full"] else [sweep["full"]["grid"]]
     if family == "sf-dist":
-        assert full["t"] == [x / 2 for x in range(1, 11)] + [6.0, 7.0, 8.0, 9.0, 10.0]
+        # The paper's absolute grid stays in full beside the calibrated budgets; default is calibrated.
+        assert full[0]["t"] == [x / 2 for x in range(1, 11)] + [6.0, 7.0, 8.0, 9.0, 10.0]
+        assert "sp" in full[1] and set(sweep["default"]["grid"]) == {"r", "sp"}
     elif family == "sf-quant":
-        assert full["b"] == list(range(2, 21))
+        assert full[0]["b"] == list(range(2, 21))
     else:
+        full = full[0]
         assert full["k"] == [2, 4, 8, 12, 16, 20] and full["top"] == [1, 2]

@@ -56,6 +56,7 @@ class Profile:
     scaling_predictors: tuple[str, ...] | None = None  # None: one configuration per cheap family
     downstream_predictors: str = ""  # glob(s), comma separated (a TOML list is joined with commas)
     downstream_samples: int | None = None
+    paper_helper: bool = False  # also run every learned, hashing and block configuration with w3-g1
     downstream_rounds: int = 1
     sparse_exec_n: tuple[int, ...] = ()
     sparse_exec_predictors: tuple[str, ...] = ()
@@ -78,7 +79,7 @@ def _describe(tp) -> str:
         return f"a list of {_describe(args[0]).split()[-1]}s"
     if origin is Mapping:
         return f"a table of {_describe(args[1]).split()[-1]}s"
-    if tp in (int, str, float):
+    if tp in (int, str, float, bool):
         return ("an " if tp is int else "a ") + tp.__name__
     return f"a table ({tp.__name__})"
 
@@ -89,6 +90,8 @@ def _convert(value, tp, where: str, key: str):
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
         return value
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)

@@ -77,19 +77,37 @@ def filter_names(names, pattern: str | None) -> list[str]:
     return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
 
 
-def sweep_names(profile: str, families=None, pattern: str | None = None, backend: str = "torch") -> list[str]:
+# The paper's helper: a window of 3 and the first token (Treviso et al. combine every predictor with them).
+PAPER_HELPER = {"w": 3, "g": 1}
+# Kinds whose configurations are also run with the helper (fixed patterns and ceilings are run as listed:
+# fixed patterns are windows and global tokens themselves, ceilings are bounds).
+HELPED_KINDS = ("learned", "hashing", "block")
+
+
+def sweep_names(profile: str, families=None, pattern: str | None = None, backend: str = "torch",
+                helpers: tuple[dict, ...] = ()) -> list[str]:
     """Predictor names of a profile across families, filtered by a glob ``pattern`` (or several, comma
-    separated); duplicates (the same configuration reached twice) are dropped."""
+    separated); duplicates (the same configuration reached twice) are dropped.
+
+    ``helpers``: extra parameters (e.g. :data:`PAPER_HELPER`) with which every configuration of a family of
+    a :data:`HELPED_KINDS` kind is run too, right after the bare one, so every such family is measured bare
+    and with the same helpers (a configuration that already sets one of them is left as it is).
+    """
     import predictors
     from predictors.registry import families as all_families
+    from predictors.registry import family_class
 
     fams = families or [f for f in all_families(backend) if sweep_file(f).is_file()]
     names: list[str] = []
     for fam in fams:
+        helped = family_class(fam, backend).kind in HELPED_KINDS
         for params in family_configs(fam, profile):
-            name = predictors.get(fam, backend=backend, **params).name
-            if name not in names:
-                names.append(name)
+            variants = [params] + [{**params, **h} for h in helpers
+                                   if helped and not any(params.get(k) for k in h)]
+            for values in variants:
+                name = predictors.get(fam, backend=backend, **values).name
+                if name not in names:
+                    names.append(name)
     return filter_names(names, pattern)
 
 

@@ -136,7 +136,7 @@ def _backends(config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    from bench.config.sweeps import filter_names, scaling_names, sweep_names
+    from bench.config.sweeps import PAPER_HELPER, filter_names, scaling_names, sweep_names
     from predictors.registry import family_of
 
     config = metafunc.config
@@ -146,7 +146,11 @@ def pytest_generate_tests(metafunc):
         cases = []
         for backend in _backends(config):
             try:
-                names = sweep_names(config.sparsebench["profile_name"], pattern=pattern, backend=backend)
+                # The paper's helper for every family that is not a pattern or a bound (torch only: a FAISS
+                # twin gives the same graphs, timed bare against its torch twin).
+                helpers = (PAPER_HELPER,) if prof.paper_helper and backend == "torch" else ()
+                names = sweep_names(config.sparsebench["profile_name"], pattern=pattern, backend=backend,
+                                    helpers=helpers)
             except BenchError as exc:
                 raise pytest.UsageError(str(exc)) from None
             cases += [(ds, backend, n) for ds in config.sparsebench["datasets"] for n in names]
