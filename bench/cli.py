@@ -293,7 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"sparsebench: warning: {message}", file=sys.stderr if file is None else file)
+    """Warnings as one line each (the suite's own, such as a cache entry rebuilt, say what happened)."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    text = " ".join(str(message).split())
+    print(f"sparsebench: warning: {kind}{text}", file=sys.stderr if file is None else file)
 
 
 def main(argv=None) -> int:
