@@ -18,10 +18,18 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from bench.errors import BenchError
 from bench.results.records import json_safe
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (``sparsebench ...: error: ...``, exit 2), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -34,6 +42,51 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 def _source_options(args) -> dict:
     return {"corpus": args.corpus, "samples": args.samples, "length": args.length, "seed": args.seed}
+
+
+# Commands that read or write the cache (gold graphs, trained models): its folder is checked first.
+_CACHED = ("inspect", "score", "rescore")
+
+
+def check_options(args) -> None:
+    """Every option with bounds checked before any work (a BenchError naming the first bad one): threads,
+    data samples and length (a split needs 3 samples; inspect and export split nothing), the split, the
+    cache folder of the commands that cache, the file that ``data export`` writes."""
+    from bench.data.atomic import writable
+    from bench.data.cache import cache_root
+    from bench.data.sources import check_data_options
+    from bench.env import check_threads
+
+    command = getattr(args, "data_command", None) or args.command
+    if hasattr(args, "threads"):
+        check_threads(args.threads)
+    if hasattr(args, "samples"):
+        check_data_options(args.samples, args.length, min_samples=1 if command in ("inspect", "export") else None)
+    if getattr(args, "split", None) is not None:
+        from predictors.data import check_split
+
+        args.split = check_split(args.split.split(","))
+    if command in _CACHED:
+        writable(cache_root(), "cache folder")
+    if command == "export":
+        _check_output_file(Path(args.file), "data export", "data.safetensors")
+    if command == "compare" and args.update:
+        _check_output_file(Path(args.baseline), "compare --update", "smoke.json")
+    if command == "rescore" and args.write:
+        from bench.results.rescore import run_folder
+
+        writable(run_folder(args.run), "rescore --write: the run folder")
+
+
+def _check_output_file(path: Path, what: str, example: str) -> None:
+    """A BenchError unless ``path`` can be written as a file: not a folder, its folder writable."""
+    from bench.data.atomic import writable
+
+    if path.is_dir():
+        raise BenchError(f"{what}: {path} is a folder; give the file to write (e.g. {path / example})")
+    if path.exists() and not path.is_file():
+        raise BenchError(f"{what}: {path} exists and is not a regular file")
+    writable(path.parent, f"{what}: the folder")
 
 
 def _json_default(o):
@@ -127,7 +180,8 @@ def cmd_score(args) -> int:
     from bench.evaluation.score import score_predictor
 
     preds = [predictors.get(name, backend=args.backend, seed=args.predictor_seed) for name in args.predictor]
-    prep = prepare(args.dataset, show_progress=not args.json, **_source_options(args))
+    split = {} if args.split is None else {"split": args.split}
+    prep = prepare(args.dataset, show_progress=not args.json, **split, **_source_options(args))
     records = []
     for p in preds:
         rec = score_predictor(prep, p)
@@ -191,7 +245,7 @@ def cmd_rescore(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sparsebench", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="sparsebench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     data = sub.add_parser("data", help="attention data: inspect and export")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -213,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictor", action="append", required=True, help="predictor name (repeatable)")
     p.add_argument("--backend", default="torch", choices=("torch", "faiss"))
     p.add_argument("--predictor-seed", type=int, default=0)
+    p.add_argument("--split", help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
     p.add_argument("--json", action="store_true")
     _add_data_options(p)
     p.set_defaults(func=cmd_score)
@@ -237,16 +292,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line each (the suite's own, such as a cache entry rebuilt, say what happened)."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    text = " ".join(str(message).split())
+    print(f"sparsebench: warning: {kind}{text}", file=sys.stderr if file is None else file)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from bench.env import configure_threads
 
-    try:
-        configure_threads(getattr(args, "threads", None))
-        return args.func(args)
-    except BenchError as exc:
-        print(f"sparsebench: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning  # a rebuilt cache entry says so in one line
+        try:
+            check_options(args)
+            configure_threads(getattr(args, "threads", None))
+            return args.func(args)
+        except BenchError as exc:
+            print(f"sparsebench: error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # a file or folder the checks could not foresee (removed, full disk): name it
+            where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a file"
+            print(f"sparsebench: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,21 @@ from __future__ import annotations
 import os
 import platform
 
+from bench.errors import BenchError
+
+# Torch threads a session may ask for: at least one, and no more than any machine here has cores.
+THREADS_RANGE = (1, 64)
+
+
+def check_threads(threads: int | None) -> int:
+    """``threads`` (``None``: the default 1) if it is in :data:`THREADS_RANGE`, else a BenchError."""
+    if threads is None:
+        return 1
+    low, high = THREADS_RANGE
+    if isinstance(threads, bool) or not isinstance(threads, int) or not low <= threads <= high:
+        raise BenchError(f"--threads must be a whole number in {low}..{high}, got {threads!r}")
+    return threads
+
 
 def usable_cores() -> int:
     try:
@@ -23,10 +38,11 @@ def usable_cores() -> int:
 
 
 def configure_threads(torch_threads: int | None = None, faiss_threads: int = 1) -> dict:
-    """Pin torch and (if installed) faiss thread pools; return what was set."""
+    """Pin torch and (if installed) faiss thread pools; return what was set (a BenchError for a thread
+    count outside :data:`THREADS_RANGE`)."""
     import torch
 
-    torch_threads = torch_threads or 1
+    torch_threads = check_threads(torch_threads)
     torch.set_num_threads(torch_threads)
     out = {"torch_threads": torch_threads, "faiss_threads": None}
     try:

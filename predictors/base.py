@@ -22,6 +22,7 @@ Subclasses implement
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -51,6 +52,24 @@ class Param:
         if self.type is float:
             return f"{self.prefix}{value:g}"
         return f"{self.prefix}{value}"
+
+    def name_problem(self, value, exact: bool = False) -> str | None:
+        """Why ``value`` (of this parameter's type) cannot be written in a name, or None. A name is the id
+        of a configuration's results and is read back by :func:`predictors.registry.parse_name`, so a
+        float must be finite and print without ``-`` (which separates parameters); with ``exact``, it
+        must also read back as the same number (``%g`` keeps six significant digits: a name that gives
+        more is refused, while a predictor built from such a value in code keeps the rounded name)."""
+        if self.type is not float:
+            return None
+        if not math.isfinite(value):
+            return f"parameter {self.key}={value!r} must be a finite number"
+        text = self.format(value)[len(self.prefix):]
+        if "-" in text:
+            return f"parameter {self.key}={value!r} cannot be written in a name (it would contain '-')"
+        if exact and float(text) != value:
+            return (f"parameter {self.key}={value!r} cannot be written exactly in a name (it would read "
+                    f"{self.prefix}{text}); give a value a name holds, such as {text}")
+        return None
 
 
 COMMON = (
@@ -95,6 +114,10 @@ class Predictor:
                 raise PredictorError(f"{self.family}: parameter {key}={v!r} not in {spec.choices}")
             self.values[key] = v
         self.check()
+        for spec in specs.values():  # after the family's own rules, which name a bad value better
+            problem = None if self.values[spec.key] is None else spec.name_problem(self.values[spec.key])
+            if problem:
+                raise PredictorError(f"{self.family}: {problem}")
         if self.values["s"] > 0:
             self.learned = True  # the sinks are read from the fit gold
         self.sinks = None  # predictors.sinks.Sinks when s > 0, after fit()

@@ -203,7 +203,7 @@ def validate(data: AttentionData) -> None:
         if bad.any():
             where = bad.nonzero()[0].tolist()
             raise DataError(f"{name} holds NaN or inf at valid position (sample, layer, head, token, dim) = "
-                            f"{tuple(where)}")
+                            f"{tuple(where)} (layer {where[1]})")
     if not (data.scale > 0 and math.isfinite(data.scale)):
         raise DataError(f"scale must be a positive finite number, got {data.scale}")
     if not (data.alpha > 1 and math.isfinite(data.alpha)):

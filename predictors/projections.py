@@ -357,11 +357,7 @@ class ProjectedPredictor(Predictor):
         super().check()
         if self.values["r"] < 1:
             raise PredictorError(f"{self.family}: projected dimension r must be >= 1, got {self.values['r']}")
-        self.check_family()
-        for spec in self.all_params():
-            if spec.type is float and self.values[spec.key] is not None and "-" in spec.format(self.values[spec.key]):
-                raise PredictorError(f"{self.family}: {spec.key}={self.values[spec.key]!r} cannot be written in a "
-                                     "name (it would contain '-')")
+        self.check_family()  # floats that a name cannot hold were refused by Predictor.__init__
 
     def check_family(self) -> None:
         """The family's own rules on its parameter values (override); raise PredictorError."""

@@ -2,7 +2,8 @@
 
 ``get("sf-kmeans", k=16)`` builds by family and keywords; ``get("sf-kmeans-r4-k16-top2-w11")`` parses a
 full name (as printed by ``sparsebench list`` and stored in results). Unknown names are errors that
-list the known families.
+list the known families. A name has one spelling (:func:`canonical_name`): a parameter given twice,
+``window-w011`` or ``sf-dist-r4-t1.50`` is an error that says the spelling (``did you mean window-w11?``).
 
 Registration and discovery
 --------------------------
@@ -147,17 +148,14 @@ def family_of(name: str, backend: str = "torch") -> str | None:
     return max(matches, key=len) if matches else None
 
 
-def parse_name(name: str, backend: str = "torch") -> tuple[str, dict]:
-    """Split ``family-p1-p2...`` into the family and its keyword values."""
-    family = family_of(name, backend)
-    if family is None:
-        raise _unknown(family_of(name, "torch") or name, backend)
-    cls = family_class(family, backend)
+def _read_tokens(name: str, family: str, cls: type) -> list[tuple]:
+    """The parameters that the tokens of ``name`` after ``family-`` give, as ``(Param, value)`` in name order;
+    a PredictorError for a token that no parameter reads or a parameter given twice."""
     rest = name[len(family) + 1:]
-    tokens = rest.split("-") if rest else []
-    values = {}
     specs = cls.all_params()
-    for tok in tokens:
+    read: list[tuple[object, object]] = []
+    given: dict[str, str] = {}
+    for tok in rest.split("-") if rest else []:
         spec = next((p for p in specs if p.choices is not None and p.type is str and tok in p.choices), None)
         if spec is None:
             cands = [p for p in specs if not (p.type is str and p.choices) and tok.startswith(p.prefix)
@@ -166,7 +164,60 @@ def parse_name(name: str, backend: str = "torch") -> tuple[str, dict]:
         if spec is None:
             raise PredictorError(f"predictor {name!r}: cannot read {tok!r}; parameters of {family}: "
                                  + ", ".join(f"{p.prefix or p.key}<{p.type.__name__}>" for p in specs))
-        values[spec.key] = spec.type(tok if spec.type is str else tok[len(spec.prefix):])
+        if spec.key in given:
+            raise PredictorError(f"predictor {name!r}: parameter {spec.key} is given twice ({given[spec.key]}, "
+                                 f"{tok}); a name gives each parameter at most once")
+        given[spec.key] = tok
+        read.append((spec, spec.type(tok if spec.type is str else tok[len(spec.prefix):])))
+    return read
+
+
+def _parse(name: str, backend: str) -> tuple[str, type, dict, list]:
+    family = family_of(name, backend)
+    if family is None:
+        raise _unknown(family_of(name, "torch") or name, backend)
+    cls = family_class(family, backend)
+    read = _read_tokens(name, family, cls)
+    return family, cls, {spec.key: v for spec, v in read}, read
+
+
+def canonical_name(name: str, backend: str = "torch") -> str:
+    """The one spelling of the configuration that ``name`` gives: the family, then the parameters that
+    ``name`` sets, each written as the predictor writes its name, in that order; a parameter the
+    predictor leaves out of its name at its value (``g0``, ``sep``) is dropped. So a full name printed by
+    a predictor is its own canonical name, and so is a bare family name.
+    """
+    return _spelled(*_parse(name, backend))
+
+
+def _spelled(family: str, cls: type, values: dict, read: list) -> str:
+    for spec, v in read:
+        problem = spec.name_problem(v, exact=True)
+        if problem:
+            raise PredictorError(f"{family}: {problem}")
+    try:
+        printed = cls(**values).name
+    except PredictorError:  # values the family refuses alone (get() may add keywords): spell them one by one
+        order = [p.key for p in cls.all_params()]
+        return "-".join([family] + [spec.format(v) for spec, v in sorted(read, key=lambda r: order.index(r[0].key))])
+    tokens = printed[len(family) + 1:].split("-") if printed != family else []
+    keys = [spec.key for spec, _ in _read_tokens(printed, family, cls)]
+    return "-".join([family] + [tok for tok, key in zip(tokens, keys) if key in values])
+
+
+def parse_name(name: str, backend: str = "torch") -> tuple[str, dict]:
+    """Split ``family-p1-p2...`` into the family and its keyword values.
+
+    Only canonical names are read (:func:`canonical_name`): every parameter at most once, each value in
+    the one spelling the predictor prints (``window-w11``, never ``window-w011``, ``window-w+11`` or other
+    digits), in the predictor's order, so that one configuration has one name, the id of its results.
+    A bare family name stands for the family with its defaults.
+    """
+    parsed = _parse(name, backend)
+    family, values, canonical = parsed[0], parsed[2], _spelled(*parsed)
+    if canonical != name:
+        raise PredictorError(f"predictor {name!r} is not spelled canonically: did you mean {canonical}? "
+                             "(one spelling per configuration: its name is the id of its results)")
     return family, values
 
 

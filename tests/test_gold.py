@@ -102,3 +102,58 @@ def test_gold_key_changes_with_the_data():
     b = synthetic(samples=2, layers=1, heads=2, length=30, dim=4, seed=1)
     b.q[0, 0, 0, 0, 0] += 1.0
     assert sources.gold_descriptor(a, 256) != sources.gold_descriptor(b, 256)
+
+
+# -- masks exact at any scale --------------------------------------------------------------------------------
+def _no_future_keys(gold) -> bool:
+    for lg in gold.layers:
+        rows = lg.counts.flatten()  # rows (s, h, i) in order, i < T
+        t = lg.counts.shape[-1]
+        i = torch.arange(t).repeat(lg.counts.shape[0] * lg.counts.shape[1])
+        if bool((lg.cols.long() > torch.repeat_interleave(i, rows)).any()):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("factor", [1.0, 1e3, 3e5, 1e6, 1e9, 1e15])
+def test_causal_gold_has_no_future_key_at_any_scale(factor):
+    from dataclasses import replace
+
+    d = synthetic(samples=3, layers=2, heads=3, length=45, dim=8, causal=True, seed=11)
+    big = replace(d, q=d.q * factor, k=d.k * factor)  # factor 1e6: scores of about 1e12
+    scores = big.layer(0).q[0].float() @ big.layer(0).k[0].float().transpose(-1, -2) * big.scale
+    gold = compute_gold(big)
+    assert _no_future_keys(gold), f"future keys in the gold at |scores| up to {scores.abs().max():.3g}"
+    for lg in gold.layers:  # every row still sums to one over its past keys
+        sums = torch.zeros(lg.counts.numel()).index_add_(0, torch.repeat_interleave(
+            torch.arange(lg.counts.numel()), lg.counts.flatten()), lg.probs.float())
+        valid = (torch.arange(lg.counts.shape[-1]) < lg.lengths[:, None, None]).expand_as(lg.counts).flatten()
+        assert torch.allclose(sums[valid], torch.ones(int(valid.sum())), atol=1e-4)
+
+
+def test_masked_scores_sit_below_their_row_at_any_scale():
+    from predictors.masking import MASK_GAP, mask_scores
+
+    allowed = torch.tensor([[True, True, False], [True, False, False]])
+    for m in (1.0, -3.0, 1e4, 1e12, -1e12, 3e38, -3.4e38):
+        s = torch.tensor([[m, m, m], [m, 0.0, 0.0]], dtype=torch.float32)
+        out = mask_scores(s, allowed)
+        assert bool(torch.isfinite(out).all())
+        assert bool((out[~allowed] < s.max() - 2).all()) or m == -3.4e38, m  # 1 / (alpha - 1) = 2 below
+    ordinary = torch.randn(2, 5, 7) * 50
+    allowed = torch.rand(2, 5, 7) > 0.3
+    row_max = ordinary.masked_fill(~allowed, float("-inf")).amax(-1, keepdim=True)
+    want = torch.where(allowed, ordinary, torch.where(row_max.isinf(), 0.0, row_max) - MASK_GAP)
+    assert torch.equal(mask_scores(ordinary, allowed), want)  # the old constant gap, bit for bit
+
+
+def test_scores_that_overflow_float32_are_refused_naming_the_layer():
+    from dataclasses import replace
+
+    from bench.errors import DataError
+
+    d = synthetic(samples=3, layers=2, heads=3, length=45, dim=8, causal=True, seed=11)
+    q, k = d.q.clone(), d.k.clone()
+    q[1, 1, 2], k[1, 1, 2] = 1e20, 1e20  # finite, but scale * q.k = 8 * 1e40 / sqrt(8) overflows float32
+    with pytest.raises(DataError, match=r"not finite in float32 .* in layer 1, sample 1, head 2, query 0"):
+        compute_gold(replace(d, q=q, k=k))

@@ -138,3 +138,77 @@ def test_derived_scaling_list_is_the_list_the_profiles_spelt_out(profile):
     names = scaling_names(profile)
     assert len(names) == len(set(names)) and set(names) == OLD_SCALING
     assert scaling_names(profile, listed=("window-w3",)) == ["window-w3"]
+
+
+# -- canonical names: one spelling per configuration -----------------------------------------------------------
+def _listed_names(prof) -> set[str]:
+    """The predictor names a profile spells out (globs without wildcards are names too)."""
+    names = set(prof.twin_predictors or ()) | set(prof.scaling_predictors or ()) | set(prof.sparse_exec_predictors)
+    names |= {n.strip() for n in prof.downstream_predictors.split(",") if n.strip() and "*" not in n}
+    return names | ({prof.sparse_exec_goal} if prof.sparse_exec_goal else set())
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_every_sweep_and_profile_name_round_trips(profile):
+    from bench.config.profiles import load_profile
+    from bench.config.sweeps import PAPER_HELPER, sweep_names
+
+    prof = load_profile(ROOT / "bench" / "suite" / "profiles.toml", profile)
+    names = [(b, n) for b in registry.BACKENDS for n in sweep_names(profile, backend=b, helpers=(PAPER_HELPER,))]
+    names += [("torch", n) for n in scaling_names(profile) + sorted(_listed_names(prof))]
+    assert len(names) > 20
+    for backend, name in names:
+        family, values = predictors.parse_name(name, backend)
+        assert registry.canonical_name(name, backend) == name
+        assert registry.family_class(family, backend)(**values).name == name, (backend, name)
+
+
+def test_names_of_the_baselines_and_the_committed_reference_round_trip():
+    import csv
+    import json
+
+    names = set()
+    for key in json.loads((ROOT / "reports" / "baselines" / "smoke.json").read_text())["entries"]:
+        _, backend, name = key.split("--")
+        names.add((backend, name))
+    with open(ROOT / "reports" / "reference" / "results.csv") as f:
+        names |= {(row["backend"], row["name"]) for row in csv.DictReader(f)}
+    summary = json.loads((ROOT / "reports" / "reference" / "summary.json").read_text())
+    names |= {(r.get("backend", "torch"), r["name"]) for r in summary["predictors"] + summary["downstream"]}
+    names |= {(r["backend"], r["method"]) for r in summary["scaling"] if r["backend"] != "dense"}
+    names = {(b, n) for b, n in names if registry.family_of(n, "torch") is not None}  # not the dense references
+    assert len(names) > 100
+    for backend, name in sorted(names):
+        assert predictors.get(name, backend=backend).name == name, (backend, name)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("sf-kmeans-k4-k8", "parameter k is given twice (k4, k8)"),
+    ("reformer-raw-proj-b8", "parameter space is given twice (raw, proj)"),
+    ("window-w3-w3", "parameter w is given twice"),
+    ("window-w011", "did you mean window-w11?"),
+    ("window-w+3", "did you mean window-w3?"),
+    ("window-w\u0663", "did you mean window-w3?"),  # an Arabic-Indic digit three
+    ("window-w\uff13", "did you mean window-w3?"),  # a fullwidth digit three
+    ("window-w1_1", "did you mean window-w11?"),
+    ("window-w0", "did you mean window?"),
+    ("sf-dist-r4-t1.50", "did you mean sf-dist-r4-t1.5?"),
+    ("sf-dist-r4-t1e0", "did you mean sf-dist-r4-t1?"),
+    ("sf-kmeans-k8-r4", "did you mean sf-kmeans-r4-k8?"),
+    ("sf-kmeans-r4-sep-k16", "did you mean sf-kmeans-r4-k16?"),
+    ("sf-dist-r4-sp0.9123456", "cannot be written exactly in a name (it would read sp0.912346)"),
+    ("sf-dist-r4-tinf", "t=inf must be a finite number"),
+    ("sf-dist-r4-tnan", "t=nan must be a finite number"),
+    ("seer-b16-top1-tnan", "t=nan must be a finite number"),
+])
+def test_names_have_one_spelling(name, message):
+    with pytest.raises(PredictorError) as info:
+        predictors.get(name)
+    assert message in str(info.value)
+
+
+def test_partial_and_family_names_stay_readable():
+    assert predictors.get("sf-kmeans").name == "sf-kmeans-r4-k16-top1"
+    assert predictors.get("sf-kmeans-k8").name == "sf-kmeans-r4-k8-top1"
+    assert registry.canonical_name("sf-kmeans-k8") == "sf-kmeans-k8"
+    assert predictors.get("seer-b64-top0", t=0.5).name == "seer-b64-top0-t0.5"  # keywords complete a name

@@ -138,7 +138,18 @@ def load_profiles(path: Path) -> dict[str, Profile]:
         if not isinstance(table, dict):
             raise BenchError(f"{where} must be a table, got {type(table).__name__}")
         out[name] = _build(Profile, table, where, name=name)
+        _check_data(out[name].data, where)
     return out
+
+
+def _check_data(data: DataOptions, where: str) -> None:
+    """The profile's data options within the bounds of the command line (bench.data.sources.SAMPLES_RANGE...)."""
+    from bench.data.sources import check_data_options
+
+    try:
+        check_data_options(data.samples, data.length, where="data.")
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc}") from None
 
 
 def load_profile(path: Path, name: str) -> Profile:

@@ -93,7 +93,6 @@ def sweep_names(profile: str, families=None, pattern: str | None = None, backend
     a :data:`HELPED_KINDS` kind is run too, right after the bare one, so every such family is measured bare
     and with the same helpers (a configuration that already sets one of them is left as it is).
     """
-    import predictors
     from predictors.registry import families as all_families
     from predictors.registry import family_class
 
@@ -105,7 +104,7 @@ def sweep_names(profile: str, families=None, pattern: str | None = None, backend
             variants = [params] + [{**params, **h} for h in helpers
                                    if helped and not any(params.get(k) for k in h)]
             for values in variants:
-                name = predictors.get(fam, backend=backend, **values).name
+                name = configuration_name(fam, values, backend)
                 if name not in names:
                     names.append(name)
     return filter_names(names, pattern)
@@ -117,7 +116,6 @@ def scaling_names(profile: str, listed=None) -> list[str]:
     order: its sweep file's ``[scaling]`` table, or the first configuration of ``profile`` without one."""
     if listed is not None:
         return list(listed)
-    import predictors
     from predictors.registry import families, family_class
 
     names = []
@@ -133,5 +131,24 @@ def scaling_names(profile: str, listed=None) -> list[str]:
             continue
         if not isinstance(params, dict):
             raise BenchError(f"sweep file {path}: [scaling] must be a table of parameter values")
-        names.append(predictors.get(fam, **params).name)
+        names.append(configuration_name(fam, params))
     return names
+
+
+def configuration_name(family: str, values: dict, backend: str = "torch") -> str:
+    """The name of ``family`` with the parameter ``values`` of a sweep file; a BenchError naming the file when
+    that name does not read back as the same configuration (a value with more than six significant digits:
+    results would be filed under a name that means another configuration)."""
+    import predictors
+
+    predictor = predictors.get(family, backend=backend, **values)
+    name = predictor.name
+    try:
+        same = predictors.get(name, backend=backend).values == predictor.values
+    except BenchError as exc:
+        raise BenchError(f"sweep file {sweep_file(family)}: {values} is named {name}, which does not read back "
+                         f"({exc})") from None
+    if not same:
+        raise BenchError(f"sweep file {sweep_file(family)}: {values} is named {name}, which reads back as other "
+                         "values (names keep six significant digits)")
+    return name

@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.errors import BenchError
+
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Create ``path`` (and its folder) from ``write(tmp)``, which writes the whole content to ``tmp``."""
@@ -25,3 +27,15 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def writable(folder: Path, what: str) -> None:
+    """A :class:`~bench.errors.BenchError` unless a file can be created in ``folder`` (made if missing): checked
+    before any work, so a read-only folder is named at once rather than after minutes of measuring."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe = Path(folder) / f".write-probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise BenchError(f"{what} {folder} is not writable ({exc.strerror or exc})") from None

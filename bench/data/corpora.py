@@ -155,6 +155,28 @@ def default_corpus_name() -> str:
     return DEFAULT_CORPUS
 
 
+def _read_text_file(path: Path) -> str:
+    """The UTF-8 text of a corpus file; a DataError for a missing, unreadable, empty or binary file (NUL bytes
+    or more than one character in a hundred a control character: text of people, not data)."""
+    if path.is_dir():
+        raise DataError(f"corpus file {path} is a folder; give a text file")
+    if not path.is_file():
+        raise DataError(f"corpus file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"corpus file {path} is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"corpus file {path} cannot be read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise DataError(f"corpus file {path} is empty")
+    control = sum(1 for c in text if c < " " and c not in "\t\n\r\f\v")
+    if "\x00" in text or control > len(text) / 100:
+        raise DataError(f"corpus file {path} looks binary ({control} control characters in {len(text)}); "
+                        "give UTF-8 text")
+    return text
+
+
 def load_corpus(name: str | None = None) -> Corpus:
     """Load a corpus by name (``None``: the default), or ``file:PATH``.
 
@@ -166,15 +188,7 @@ def load_corpus(name: str | None = None) -> Corpus:
     name = name or default_corpus_name()
     if name.startswith("file:"):
         path = Path(name[5:])
-        if not path.is_file():
-            raise DataError(f"corpus file {path} does not exist")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"corpus file {path} is not UTF-8 text: {exc}") from None
-        if not text.strip():
-            raise DataError(f"corpus file {path} is empty")
-        return Corpus(name=f"file:{path.name}", text=text)
+        return Corpus(name=f"file:{path.name}", text=_read_text_file(path))
     if name not in _READERS:
         raise DataError(f"unknown corpus {name!r}; known corpora: {', '.join(known_corpora())}")
     return Corpus(name=name, text=_READERS[name][1]())

@@ -56,6 +56,8 @@ def read_external(path: str | Path) -> AttentionData:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"external file {path} is a folder; give a .safetensors file")
     if not path.is_file():
         raise DataError(f"external file {path} does not exist")
     try:

@@ -161,10 +161,14 @@ def target_lengths(samples: int, length: int, seed: int) -> list[int]:
     return torch.randint(length // 2, length + 1, (samples,), generator=g).tolist()
 
 
-def draw_texts(documents: list[str], samples: int, min_words: int, seed: int) -> list[str]:
-    """``samples`` texts of consecutive documents, each at least ``min_words`` words, seeded starts."""
+def draw_texts(documents: list[str], samples: int, min_words: int, seed: int, corpus: str = "corpus") -> list[str]:
+    """``samples`` texts of consecutive documents, each at least ``min_words`` words, seeded starts (one
+    document each: a DataError naming ``corpus`` when it has fewer documents than ``samples``)."""
     if not documents:
-        raise DataError("corpus has no documents")
+        raise DataError(f"{corpus} has no documents")
+    if len(documents) < samples:
+        raise DataError(f"{corpus} has {len(documents)} paragraph(s) (text between blank lines) and every sample "
+                        f"starts at one of its own; asked for {samples} samples: give a larger corpus or fewer samples")
     g = torch.Generator().manual_seed(seed)
     starts = torch.randperm(len(documents), generator=g)[:samples].tolist()
     texts = []
@@ -192,9 +196,9 @@ def minilm_data(corpus=None, samples: int = 16, length: int = 256, seed: int = 0
     if not 2 <= length <= MAX_POSITIONS:
         raise DataError(f"minilm length must be in [2, {MAX_POSITIONS}], got {length}")
     corpus = corpus if corpus is not None and not isinstance(corpus, str) else load_corpus(corpus)
-    model = load_minilm()
     # Words are ~1.3 tokens each in English prose: ask for enough words to reach the target.
-    texts = draw_texts(corpus.documents(), samples, min_words=length, seed=seed)
+    texts = draw_texts(corpus.documents(), samples, min_words=length, seed=seed, corpus=f"corpus {corpus.name}")
+    model = load_minilm()
     targets = target_lengths(samples, length, seed)
     q, k, v, lengths = [], [], [], []
     for b0 in tqdm(range(0, samples, batch), desc="minilm", disable=not show_progress):

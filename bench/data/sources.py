@@ -23,6 +23,29 @@ from bench.errors import DataError
 from predictors.data import AttentionData
 
 SOURCES = ("minilm", "entmax-lm", "synthetic")
+# Bounds of the data options at the edges (command line, profiles): a split needs a sample per part, and
+# beyond these the data would not fit in memory here long before anything useful was measured. Each
+# source may narrow them (minilm reads at most 512 tokens, entmax-lm its context).
+SAMPLES_RANGE = (3, 10_000)
+LENGTH_RANGE = (2, 65_536)
+
+
+def check_data_options(samples: int | None = None, length: int | None = None, min_samples: int | None = None,
+                       where: str = "--") -> None:
+    """A DataError unless ``samples`` and ``length`` (each ``None``: the source's default) are whole numbers in
+    :data:`SAMPLES_RANGE` and :data:`LENGTH_RANGE`; ``min_samples`` lowers the least sample count where
+    nothing is split (``sparsebench data inspect`` and ``export``). ``where`` prefixes the option names."""
+    low = SAMPLES_RANGE[0] if min_samples is None else min_samples
+    why = " (the fit, validation and eval parts need one each)" if low >= 3 else ""
+    _check_whole(f"{where}samples", samples, low, SAMPLES_RANGE[1], why)
+    _check_whole(f"{where}length", length, *LENGTH_RANGE, " (tokens per sample)")
+
+
+def _check_whole(what: str, value, low: int, high: int, why: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DataError(f"{what} must be a whole number in {low}..{high}{why}, got {value!r}")
 
 
 def known_sources() -> list[str]:

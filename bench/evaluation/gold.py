@@ -19,14 +19,17 @@ import torch
 
 from predictors.data import AttentionData, LayerView
 from predictors.entmax import BISECT_ITERS, PARTIAL_K, entmax_probs
+from predictors.errors import DataError
 from predictors.masking import allowed_keys, block_scores, mask_scores
 from predictors.support import Gold, LayerGold
 
 
-def layer_gold(view: LayerView, block: int = 256, progress=None) -> LayerGold:
+def layer_gold(view: LayerView, block: int = 256, progress=None, layer: int | None = None) -> LayerGold:
     """Exact gold attention of one layer, computed ``block`` queries at a time.
 
-    ``view.q``, ``view.k`` are ``[S, H, T, D]``. Memory is ``O(H * block * n)``.
+    ``view.q``, ``view.k`` are ``[S, H, T, D]``. Memory is ``O(H * block * n)``. Scores that are not finite
+    in float32 (finite Q and K whose products overflow) are a DataError naming ``layer``, sample, head and
+    query: no support is defined for them.
     """
     s_count, nh, t, _ = view.q.shape
     counts = torch.zeros(s_count, nh, t, dtype=torch.int64)
@@ -41,6 +44,8 @@ def layer_gold(view: LayerView, block: int = 256, progress=None) -> LayerGold:
         for i0 in range(0, n, block):
             i1 = min(n, i0 + block)
             scores = block_scores(view.q[s, :, i0:i1], k, view.scale)
+            if not bool(torch.isfinite(scores).all()):
+                raise _overflow(scores, layer, s, i0)
             if view.causal:
                 scores = mask_scores(scores, allowed_keys(i0, i1, n, True))
             p = entmax_probs(scores, view.alpha, topk)
@@ -63,6 +68,13 @@ def layer_gold(view: LayerView, block: int = 256, progress=None) -> LayerGold:
     return LayerGold(counts=counts, cols=cols, probs=probs, lengths=view.lengths.clone(), causal=view.causal)
 
 
+def _overflow(scores: torch.Tensor, layer: int | None, sample: int, i0: int) -> DataError:
+    h, i, _ = (~torch.isfinite(scores)).nonzero()[0].tolist()
+    where = "" if layer is None else f"layer {layer}, "
+    return DataError(f"attention scores scale * q.k are not finite in float32 (inf or NaN) in {where}sample {sample}, "
+                     f"head {h}, query {i0 + i}: Q and K are too large (float32 holds at most 3.4e38); rescale them")
+
+
 def compute_gold(data: AttentionData, block: int = 256, show_progress: bool = False) -> Gold:
     """Exact gold attention of every layer of ``data`` (see :func:`layer_gold`)."""
     from tqdm.auto import tqdm
@@ -70,6 +82,6 @@ def compute_gold(data: AttentionData, block: int = 256, show_progress: bool = Fa
     rows = int(data.lengths.sum()) * data.num_heads * data.num_layers
     start = time.perf_counter()
     with tqdm(total=rows, desc=f"gold {data.name}", unit="row", disable=not show_progress) as bar:
-        layers = [layer_gold(data.layer(li), block=block, progress=bar) for li in range(data.num_layers)]
+        layers = [layer_gold(data.layer(li), block=block, progress=bar, layer=li) for li in range(data.num_layers)]
     return Gold(layers=layers, seconds=time.perf_counter() - start,
                 bisect_iters=None if data.alpha == 1.5 else BISECT_ITERS)

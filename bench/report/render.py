@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.data.atomic import writable
 from bench.errors import BenchError
 from bench.evaluation.metric_table import metric
 from bench.report.selection import FRONT_METRICS
@@ -195,6 +196,7 @@ def render(run_dir: str | Path, out_dir: str | Path | None = None, *, parameters
     out = Path(out_dir).resolve() if out_dir else run / "report"
     params = dict(parameters or {})
     templates = _checked_templates(run, params, notebooks)
+    writable(out, "report folder")  # before minutes of notebooks
     check_kernel()
     out.mkdir(parents=True, exist_ok=True)
     _clean_previous(out)

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.data.atomic import writable  # noqa: F401  (the suite checks its folders with it)
 from bench.errors import BenchError
 from bench.results.records import RecordError, read_record, write_json_atomic
 
@@ -115,17 +116,6 @@ def check_manifest(run: Path, manifest: dict) -> None:
                              "again, or another --run")
         return
     write_json_atomic(path, manifest)
-
-
-def writable(folder: Path, what: str) -> None:
-    """A :class:`BenchError` unless a file can be created in ``folder`` (made if missing)."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        probe = Path(folder) / f".write-probe-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise BenchError(f"{what} {folder} is not writable ({exc.strerror or exc})") from None
 
 
 @dataclass

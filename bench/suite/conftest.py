@@ -70,9 +70,10 @@ def _session(config) -> dict:
     checked), threads and fingerprint. Every bad option is a BenchError here, before any work."""
     from bench.config.profiles import load_profile
     from bench.data.cache import cache_root
-    from bench.env import configure_threads
+    from bench.env import check_threads, configure_threads
     from bench.results import records, run_folder
 
+    check_threads(config.getoption("threads"))  # before the run folder is touched
     if config.getoption("device") == "cuda":
         import torch
 
