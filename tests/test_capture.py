@@ -221,3 +221,25 @@ def test_gguf_without_the_gguf_package(tmp_path, capsys):
                      + struct.pack("<I", 8) + string("llama"))
     assert main(["capture", str(path), str(tmp_path / "o.safetensors")]) == 2
     _one_error_line(capsys, "llama.gguf", "pip install 'gguf")
+
+
+def test_sliding_window_layers_are_refused_and_global_ones_captured(tmp_path):
+    """Gemma2 alternates sliding-window and global layers (and scales by query_pre_attn_scalar)."""
+    from bench.errors import DataError
+
+    folder = tmp_path / "gemma2"
+    torch.manual_seed(0)
+    config = transformers.Gemma2Config(hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                       num_key_value_heads=2, head_dim=16, num_hidden_layers=2, vocab_size=259,
+                                       max_position_embeddings=128, sliding_window=4, query_pre_attn_scalar=64,
+                                       attn_logit_softcapping=None, final_logit_softcapping=None)
+    transformers.Gemma2ForCausalLM(config).save_pretrained(folder)
+    byte_tokenizer(folder)
+    kinds = transformers.AutoConfig.from_pretrained(str(folder)).layer_types
+    assert kinds == ["sliding_attention", "full_attention"]
+    ids_list = [list(range(10, 10 + n)) for n in (12, 7, 9)]
+    with pytest.raises(DataError, match="layer 0: .*sliding window of 4 keys"):
+        captured(folder, ids_list, layers=[0])
+    data, layers = captured(folder, ids_list, layers=[1])
+    assert data.causal and data.scale == 64 ** -0.5 and data.num_kv_heads == 2
+    assert_reproduces(data, model_probs(folder, ids_list)[0], layers)

@@ -96,12 +96,13 @@ def pad_ids(ids_list: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch
 
 
 @torch.inference_mode()
-def forward_calls(loaded: Loaded, ids_list: list[list[int]], keep) -> tuple[list, torch.Tensor]:
-    """One forward pass on a batch: the recorder's calls (layers in ``keep`` hold tensors) and lengths."""
+def forward_calls(loaded: Loaded, ids_list: list[list[int]], keep, check="kept") -> tuple[list, torch.Tensor]:
+    """One forward pass on a batch: the recorder's calls (layers in ``keep`` hold tensors, those in ``check``
+    are checked; see :meth:`Recorder.start`) and lengths."""
     pad_id = getattr(loaded.tokenizer, "pad_token_id", None)
     ids, lengths = pad_ids(ids_list, 0 if pad_id is None else int(pad_id))
     mask = torch.arange(ids.shape[1])[None] < lengths[:, None]
-    loaded.recorder.start(lengths, keep)
+    loaded.recorder.start(lengths, keep, check)
     # No cache: keys and values of this pass only (and no memory for a generation that never comes).
     extra = {"use_cache": False} if "use_cache" in inspect.signature(loaded.model.forward).parameters else {}
     try:
@@ -127,7 +128,7 @@ def probe(loaded: Loaded, ids_list: list[list[int]], layers: list[int] | None) -
     """
     short = max(2, min(8, min(len(x) for x in ids_list[:2])))
     batch = [ids_list[0][:short], ids_list[min(1, len(ids_list) - 1)][: max(2, short - 2)]]
-    calls, _ = forward_calls(loaded, batch, keep=set())
+    calls, _ = forward_calls(loaded, batch, keep=set(), check=None if layers is None else set(layers))
     if not calls:
         raise DataError(f"model {loaded.label}: no attention calls through transformers' attention interface "
                         "(a model without attention layers, or one whose attention does not use the interface)")

@@ -105,9 +105,11 @@ def inner_attention(model):
 class Recorder:
     """The attention function registered as :data:`NAME`; records the calls of one forward pass.
 
-    Before a forward pass call :meth:`start` with the batch's ``lengths`` ``[B]`` and the layers to keep
-    (``None``: all); afterwards :attr:`calls` holds one :class:`Call` per attention call, in call order
-    (the layer index is the call's position), and :attr:`count` how many calls there were.
+    Before a forward pass call :meth:`start` with the batch's ``lengths`` ``[B]``, the layers to keep
+    (``None``: all) and the layers to check (``None``: those kept); afterwards :attr:`calls` holds one
+    :class:`Call` per attention call, in call order (the layer index is the call's position), and
+    :attr:`count` how many calls there were. Only checked layers must be expressible in the format (a
+    model may mix sliding-window and global layers; selecting the global ones is fine).
     """
 
     def __init__(self, dtype=torch.float32):
@@ -115,8 +117,9 @@ class Recorder:
         self.inner, self.follows_flag = None, True
         self.start(torch.zeros(0, dtype=torch.int64), None)
 
-    def start(self, lengths: torch.Tensor, keep) -> None:
+    def start(self, lengths: torch.Tensor, keep, check="kept") -> None:
         self.lengths, self.keep, self.calls, self.count = lengths, keep, [], 0
+        self.check = keep if check == "kept" else check
 
     def __call__(self, module, query, key, value, attention_mask, **kwargs):
         layer = self.count
@@ -126,6 +129,21 @@ class Recorder:
 
     def _record(self, layer, module, query, key, value, mask, kwargs) -> Call:
         b, h, t, d = query.shape
+        scale = kwargs.get("scaling")
+        scale = getattr(module, "scaling", None) if scale is None else scale
+        scale = d ** -0.5 if scale is None else float(scale)
+        causal = kwargs.get("is_causal")
+        # sdpa's own rule (transformers.integrations.sdpa_attention): the module's flag, causal if unset.
+        causal = bool(getattr(module, "is_causal", True) if causal is None else causal)
+        if self.check is None or layer in self.check:
+            self._check(layer, module, key, mask, kwargs, t, causal)
+        kept = self.keep is None or layer in self.keep
+        store = (lambda x: x.detach().to("cpu", self.dtype)) if kept else (lambda x: None)
+        return Call(layer=layer, q=store(query), k=store(key), v=store(value), heads=h, kv_heads=key.shape[1],
+                    head_dim=d, value_dim=value.shape[-1], scale=scale, causal=causal)
+
+    def _check(self, layer, module, key, mask, kwargs, t, causal) -> None:
+        """Raise :class:`DataError` for what the external format cannot express."""
         if key.shape[2] != t:
             raise DataError(f"layer {layer}: keys of length {key.shape[2]} for queries of length {t} "
                             "(cross-attention or a cache); capture takes self-attention only")
@@ -133,18 +151,11 @@ class Recorder:
             if kwargs.get(name) is not None:
                 raise DataError(f"layer {layer}: the model's attention uses {name}; the external format "
                                 "records q k^T * scale only")
-        scale = kwargs.get("scaling")
-        scale = getattr(module, "scaling", None) if scale is None else scale
-        scale = d ** -0.5 if scale is None else float(scale)
-        causal = kwargs.get("is_causal")
-        # sdpa's own rule (transformers.integrations.sdpa_attention): the module's flag, causal if unset.
-        causal = bool(getattr(module, "is_causal", True) if causal is None else causal)
+        if mask is not None and mask.ndim != 4:
+            raise DataError(f"layer {layer}: an attention mask of shape {tuple(mask.shape)}; expected "
+                            "[B, H or 1, T, T]")
         window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
         check_mask(layer, mask, self.lengths, t, causal, causal and self.follows_flag, window)
-        kept = self.keep is None or layer in self.keep
-        store = (lambda x: x.detach().to("cpu", self.dtype)) if kept else (lambda x: None)
-        return Call(layer=layer, q=store(query), k=store(key), v=store(value), heads=h, kv_heads=key.shape[1],
-                    head_dim=d, value_dim=value.shape[-1], scale=scale, causal=causal)
 
 
 def install(recorder: Recorder) -> None:
