@@ -2,6 +2,7 @@
 
     sparsebench data inspect SOURCE_OR_FILE [--json]     gold sparsity per layer and head
     sparsebench data export SOURCE FILE                  write a source in the external format
+    sparsebench capture MODEL OUT.safetensors            your own transformers model's Q/K/V on a corpus
     sparsebench list [--json]                            registered predictor families, kinds, parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
     sparsebench compare RUN --baseline FILE              regression gates against a baseline
@@ -141,6 +142,40 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_capture(args) -> int:
+    from bench.data.capture import capture_to_file
+
+    data, path, seconds = capture_to_file(
+        args.out, model=args.model, corpus=args.corpus, samples=args.samples, length=args.length,
+        layers=args.layers, dtype=args.dtype, seed=args.seed, batch=args.batch, device=args.device,
+        show_progress=True)
+    s, nl, h, t, d = data.q.shape
+    print(f"wrote {data.name}: {s} samples x {nl} layers ({data.descriptor['layers']}) x {h} heads "
+          f"(kv heads {data.num_kv_heads}), T={t}, D={d}, {'causal' if data.causal else 'bidirectional'}, "
+          f"scale={data.scale:.6g}, {args.dtype}, to {path} in {seconds:.1f} s")
+    return 0
+
+
+def _add_capture_parser(sub) -> None:
+    p = sub.add_parser("capture", help="run a local transformers model on a corpus, write its Q/K/V (external format)",
+                       description="Run a local Hugging Face transformers model (a model directory, a .gguf file "
+                       "or an installed package carrying one; never a download) on a corpus and write the queries, "
+                       "keys and values its attention uses in the external format.")
+    p.add_argument("model", help="model directory, .gguf file, or installed package carrying a model")
+    p.add_argument("out", help="output file (.safetensors)")
+    p.add_argument("--corpus", help="text corpus: fortunes-bsd (default), fortunes, kjv, pydoc or file:PATH")
+    p.add_argument("--samples", type=int, default=16, help="number of text samples (default 16)")
+    p.add_argument("--length", type=int, default=256, help="maximum tokens per sample (default 256)")
+    p.add_argument("--layers", help="layers to keep, e.g. 0,2,5 (default all)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="stored dtype (the model runs in float32)")
+    p.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    p.add_argument("--batch", type=int, default=8, help="samples per forward pass (default 8)")
+    p.add_argument("--device", default="cpu", help="torch device the model runs on (default cpu)")
+    p.add_argument("--threads", type=int, help="torch threads (default 1, see bench/env.py)")
+    p.set_defaults(func=cmd_capture)
+
+
 def cmd_list(args) -> int:
     from predictors.registry import KINDS, families, family_class, unavailable
 
@@ -259,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     _add_data_options(p)
     p.set_defaults(func=cmd_export)
+    _add_capture_parser(sub)
     p = sub.add_parser("list", help="registered predictors and their parameters")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)

@@ -11,6 +11,7 @@ String metadata
     ``scale``    float, default ``1/sqrt(D)``
     ``alpha``    float, default ``1.5``
     ``name``     free text, default the file name
+    other keys   provenance (``sparsebench capture`` writes model, layers, corpus...), ignored on read
 
 Writing keeps the tensors' dtype; reading returns them as stored, so a round trip is bit for bit.
 """
@@ -27,17 +28,23 @@ from bench.errors import DataError
 from predictors.data import AttentionData
 
 ALLOWED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+FORMAT_KEYS = ("causal", "scale", "alpha", "name")
 
 
-def write_external(data: AttentionData, path: str | Path) -> Path:
-    """Write ``data`` in the external format (atomically)."""
+def write_external(data: AttentionData, path: str | Path, provenance: dict[str, str] | None = None) -> Path:
+    """Write ``data`` in the external format (atomically); ``provenance``: extra string metadata that
+    says what produced the file (the reader ignores it; it may not reuse a key of the format)."""
     from bench.data.cache import save_atomic
+
+    clash = sorted(set(provenance or {}) & set(FORMAT_KEYS))
+    if clash:
+        raise ValueError(f"provenance keys {clash} are keys of the external format")
 
     tensors = {"q": data.q, "k": data.k, "lengths": data.lengths}
     if data.v is not None:
         tensors["v"] = data.v
     meta = {"causal": "true" if data.causal else "false", "scale": repr(float(data.scale)),
-            "alpha": repr(float(data.alpha)), "name": data.name}
+            "alpha": repr(float(data.alpha)), "name": data.name, **(provenance or {})}
     path = Path(path)
     save_atomic(path, tensors, meta)
     return path

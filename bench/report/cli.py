@@ -22,20 +22,23 @@ from bench.report.render import render
 
 
 def run_from_bench_args(argv: Sequence[str]) -> Path:
-    """The run folder that ``pytest -c bench/suite/pytest.ini bench/suite ARGV`` writes: ``--run``, else ``--profile``,
-    else ``default`` (as in bench/suite/conftest.py), under :func:`bench.results.records.run_dir`."""
+    """The run folder that ``pytest -c bench/suite/pytest.ini bench/suite ARGV`` writes: ``--run``, else the
+    files' run of ``--dataset file:...`` (``file-<stem>``), else ``--profile``, else ``default`` (the rule of
+    bench/suite/conftest.py, :func:`bench.results.run_folder.default_run_name`), under
+    :func:`bench.results.records.run_dir`."""
     from bench.results.records import run_dir
+    from bench.results.run_folder import default_run_name
 
     found: dict = {}
     it = iter(argv)
     for arg in it:
-        for opt in ("--run", "--profile"):
+        for opt in ("--run", "--profile", "--dataset"):
             if arg == opt:
                 found[opt] = next(it, None)
             elif arg.startswith(opt + "="):
                 found[opt] = arg.split("=", 1)[1]
-    name = found.get("--run") or found.get("--profile") or "default"
-    return run_dir(name)
+    datasets = [d.strip() for d in (found.get("--dataset") or "").split(",") if d.strip()]
+    return run_dir(found.get("--run") or default_run_name(found.get("--profile") or "default", datasets))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -46,6 +46,15 @@ def code_version() -> str:
     return h.hexdigest()[:16]
 
 
+def default_run_name(profile: str, datasets) -> str:
+    """The run folder's name when ``--run`` is not given: the profile's name, or for file datasets a name
+    made of the files' ids (``file-<stem>``, joined by ``-``), never merged into the profile's own run."""
+    from bench.data.sources import dataset_id
+
+    files = [dataset_id(d) for d in datasets if d.startswith("file:")]
+    return "-".join(files) if files else profile
+
+
 def canonical_digest(obj) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -122,11 +122,10 @@ def _split(text: str | None) -> tuple[float, float, float]:
 
 def _default_run(profile: str, datasets: list[str]) -> str:
     """The profile's name, or for file datasets a folder named after the files (never merged into the
-    profile's own run)."""
-    from bench.data.sources import dataset_id
+    profile's own run): :func:`bench.results.run_folder.default_run_name`, which the report shares."""
+    from bench.results.run_folder import default_run_name
 
-    files = [dataset_id(d) for d in datasets if d.startswith("file:")]
-    return "-".join(files) if files else profile
+    return default_run_name(profile, datasets)
 
 
 def _backends(config) -> list[str]:
