@@ -51,7 +51,7 @@ _CACHED = ("inspect", "score", "rescore")
 
 def check_options(args) -> None:
     """Every option with bounds checked before any work (a BenchError naming the first bad one): threads,
-    data samples and length (a split needs 3 samples; inspect and export split nothing), the split, the
+    data samples and length (a split needs 3 samples; inspect, export and capture split nothing), the split, the
     cache folder of the commands that cache, the file that ``data export`` writes."""
     from bench.data.atomic import writable
     from bench.data.cache import cache_root
@@ -62,7 +62,8 @@ def check_options(args) -> None:
     if hasattr(args, "threads"):
         check_threads(args.threads)
     if hasattr(args, "samples"):
-        check_data_options(args.samples, args.length, min_samples=1 if command in ("inspect", "export") else None)
+        unsplit = command in ("inspect", "export", "capture")
+        check_data_options(args.samples, args.length, min_samples=1 if unsplit else None)
     if getattr(args, "split", None) is not None:
         from predictors.data import check_split
 

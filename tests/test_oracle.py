@@ -123,7 +123,8 @@ def test_sortable_keys_preserve_order(values):
 
 # -- budgets: the requested sparsity within one pair ------------------------------------------------------
 
-@given(sp=st.floats(0.0, 1.0), causal=st.booleans(), seed=st.integers(0, 3),
+@given(sp=st.floats(0.0, 1.0).filter(lambda x: "-" not in f"{x:g}"),  # a budget a name can carry
+       causal=st.booleans(), seed=st.integers(0, 3),
        rank=st.sampled_from(["oracle-thr", "oracle-margin"]))
 @FAST
 def test_threshold_oracles_reach_the_requested_sparsity_within_one_pair(sp, causal, seed, rank):
