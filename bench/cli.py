@@ -1,7 +1,8 @@
 """``sparsebench``: the command line of the suite.
 
     sparsebench data inspect SOURCE_OR_FILE [--json]     gold sparsity per layer and head
-    sparsebench data export SOURCE FILE                  write a source in the external format
+    sparsebench data export SOURCE FILE                  write a source in the external format (a bare
+                                                         file name goes to reports/exports/)
     sparsebench capture MODEL OUT.safetensors            your own transformers model's Q/K/V on a corpus
     sparsebench list [--json]                            registered predictor families, kinds, parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -34,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", help="text corpus: fortunes, kjv, pydoc or file:PATH (default: first available)")
+    p.add_argument("--corpus", help="text corpus: fortunes-bsd (the default), fortunes, kjv, pydoc or file:PATH")
     p.add_argument("--samples", type=int, help="number of text samples")
     p.add_argument("--length", type=int, help="maximum tokens per sample")
     p.add_argument("--seed", type=int, help="data seed")
@@ -107,18 +109,21 @@ def _print_table(title: str, rows: list[list[float]]) -> None:
 
 def cmd_inspect(args) -> int:
     from bench.data.sources import load_source
-    from bench.evaluation.prepared import gold_for
+    from bench.evaluation.prepared import load_gold
 
     start = time.perf_counter()
     data = load_source(args.source, show_progress=not args.json, **_source_options(args))
     load_seconds = time.perf_counter() - start
-    gold = gold_for(data, show_progress=not args.json)
+    start = time.perf_counter()
+    gold, from_cache = load_gold(data, show_progress=not args.json)
+    gold_wall = time.perf_counter() - start
     sp = gold.sparsity()
     per_head = sp.tolist()
     result = {"name": data.name, "descriptor": data.descriptor, "shape": list(data.q.shape),
               "causal": data.causal, "alpha": data.alpha, "scale": data.scale,
               "lengths": data.lengths.tolist(), "per_head": per_head, "mean": sp.mean().item(),
-              "load_seconds": load_seconds, "gold_seconds": gold.seconds}
+              "load_seconds": load_seconds, "gold_seconds": gold.seconds, "gold_from_cache": from_cache,
+              "gold_wall_seconds": gold_wall}
     if args.json:
         print(json.dumps(json_safe(result), default=_json_default))
         return 0
@@ -127,19 +132,41 @@ def cmd_inspect(args) -> int:
           f"T={t}, D={d}, {'causal' if data.causal else 'bidirectional'}, alpha={data.alpha}")
     print("descriptor: " + json.dumps(data.descriptor, default=_json_default))
     _print_table("gold sparsity (share of valid pairs with zero entmax weight), mean over samples:", per_head)
-    print(f"mean gold sparsity {result['mean']:.4f}; data loaded in {load_seconds:.1f} s; "
-          f"gold computed in {gold.seconds:.1f} s "
-          "(cached for later runs)")
+    # Say where the gold came from: a cached entry's seconds are those of the run that computed it.
+    gold_note = (f"gold read from the cache in {gold_wall:.1f} s (computed in {gold.seconds:.1f} s when cached)"
+                 if from_cache else f"gold computed in {gold.seconds:.1f} s (cached for later runs)")
+    print(f"mean gold sparsity {result['mean']:.4f}; data loaded in {load_seconds:.1f} s; {gold_note}")
     return 0
+
+
+def export_path(file: str) -> Path:
+    """Where ``sparsebench data export SOURCE FILE`` writes: ``FILE`` when it names a folder
+    (``./out.safetensors``, ``/tmp/x.safetensors``), else ``reports/exports/FILE`` (ignored by git, so a
+    bare file name never drops a large file into the checkout). A folder, or a name ending in a
+    separator, is an error."""
+    from bench.results.records import reports_root
+
+    if not file or file.endswith(("/", os.sep)):
+        raise BenchError(f"data export: {file!r} names a folder; give a file name, e.g. minilm.safetensors")
+    path = Path(file) if "/" in file or os.sep in file else reports_root() / "exports" / file
+    if path.is_dir():
+        raise BenchError(f"data export: {path} is a folder; give a file name, e.g. {path / 'data.safetensors'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise BenchError(f"data export: {path.parent} is not a folder")
+    return path
 
 
 def cmd_export(args) -> int:
     from bench.data.external import write_external
     from bench.data.sources import load_source
 
+    path = export_path(args.file)  # before loading: a bad target fails fast
     data = load_source(args.source, show_progress=True, **_source_options(args))
-    path = write_external(data, args.file)
-    print(f"wrote {data.name} {tuple(data.q.shape)} to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path = write_external(data, path)
+    size = path.stat().st_size / 2**20
+    print(f"wrote {data.name} {tuple(data.q.shape)} to {path} ({size:.1f} MB); "
+          f"benchmark it with --dataset file:{path}")
     return 0
 
 
@@ -292,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
     p = dsub.add_parser("export", help="write a source in the external safetensors format")
     p.add_argument("source")
-    p.add_argument("file")
+    p.add_argument("file", help="output file; a bare name (out.safetensors) goes to reports/exports/ (git-ignored)")
     _add_data_options(p)
     p.set_defaults(func=cmd_export)
     _add_capture_parser(sub)

@@ -13,9 +13,10 @@ from bench.evaluation import metric_table
 from bench.evaluation.metrics import METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Pipeline order: a stage may import itself and the stages before it (and predictors, errors, env).
+# Pipeline order: a stage may import itself and the stages before it (and predictors, errors, env, and
+# progress: console progress of long steps, which every stage may report).
 STAGES = ("data", "execution", "evaluation", "results", "config", "report")
-FOUNDATION = {"bench", "bench.errors", "bench.env"}
+FOUNDATION = {"bench", "bench.errors", "bench.env", "bench.progress"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -45,6 +46,11 @@ def _stage(module: str) -> str | None:
     return parts[1] if len(parts) > 1 and parts[0] == "bench" and parts[1] in STAGES else None
 
 
+def _in_foundation(module: str) -> bool:
+    """``module`` is a foundation module or a name in one (``from bench.errors import BenchError``)."""
+    return any(module.startswith(f + ".") for f in FOUNDATION - {"bench"})
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_imports_only_earlier_stages(stage):
     allowed = set(STAGES[: STAGES.index(stage) + 1])
@@ -52,10 +58,18 @@ def test_a_stage_imports_only_earlier_stages(stage):
         for m in imported_modules(path):
             other = _stage(m)
             if other is None:
-                assert not m.startswith("bench.") or m in FOUNDATION or m.startswith("bench.errors"), \
+                assert not m.startswith("bench.") or m in FOUNDATION or _in_foundation(m), \
                     f"{path.relative_to(ROOT)} imports {m}"
                 continue
             assert other in allowed, f"{path.relative_to(ROOT)} ({stage}) imports the later stage {m}"
+
+
+@pytest.mark.parametrize("module", sorted(FOUNDATION - {"bench"}))
+def test_foundation_modules_import_no_stage(module):
+    path = ROOT / (module.replace(".", "/") + ".py")
+    bad = sorted(m for m in imported_modules(path) if m.startswith("bench.") and m not in FOUNDATION
+                 and not _in_foundation(m))
+    assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
 def test_benchmark_modules_import_no_other_benchmark_module():

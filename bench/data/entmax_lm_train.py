@@ -124,7 +124,7 @@ def _train_loop(model: EntmaxLM, train: torch.Tensor, gen: torch.Generator, step
                 desc: str, progress: bool) -> list[float]:
     """``steps`` AdamW steps on windows of the training bytes ``train`` drawn with ``gen``: the training
     loss of each step in bits per byte."""
-    from tqdm.auto import tqdm
+    from bench.progress import Step
 
     config = model.config
     model.train()
@@ -134,15 +134,14 @@ def _train_loop(model: EntmaxLM, train: torch.Tensor, gen: torch.Generator, step
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=config.lr, betas=(0.9, 0.95))
     losses = []
-    with tqdm(range(steps), desc=desc, unit="step", disable=not progress) as bar:
-        for step in bar:
+    with Step(desc, total=steps, unit="steps", enabled=progress) as bar:
+        for step in range(steps):
             for group in opt.param_groups:
                 group["lr"] = config.lr * _lr_factor(step, steps, config)
             t, shift = config.phase_at(step, steps)
             loss = _step(model, opt, train, gen, t, shift, batch)
             losses.append(loss)
-            if step % 10 == 0 or step == steps - 1:
-                bar.set_postfix(bpc=f"{losses[-1]:.3f}", length=t)
+            bar.update(note=f"train bpc {loss:.3f}, length {t}")
     return losses
 
 

@@ -189,9 +189,8 @@ def minilm_data(corpus=None, samples: int = 16, length: int = 256, seed: int = 0
     Texts join consecutive corpus documents from seeded starting points; sample ``s`` targets a
     length drawn between ``length // 2`` and ``length`` tokens, so lengths vary (padding at the end).
     """
-    from tqdm.auto import tqdm
-
     from bench.data.corpora import load_corpus
+    from bench.progress import Step
 
     if not 2 <= length <= MAX_POSITIONS:
         raise DataError(f"minilm length must be in [2, {MAX_POSITIONS}], got {length}")
@@ -201,11 +200,13 @@ def minilm_data(corpus=None, samples: int = 16, length: int = 256, seed: int = 0
     model = load_minilm()
     targets = target_lengths(samples, length, seed)
     q, k, v, lengths = [], [], [], []
-    for b0 in tqdm(range(0, samples, batch), desc="minilm", disable=not show_progress):
-        chunk = list(range(b0, min(samples, b0 + batch)))
-        ids, mask = pad_batch([tokenize([texts[i]], targets[i])[0][0] for i in chunk])
-        _, cap = model.forward(ids, mask, capture=True)
-        q.append(cap["q"]), k.append(cap["k"]), v.append(cap["v"]), lengths.append(mask.sum(1))
+    with Step(f"data minilm on {corpus.name}", total=samples, unit="samples", enabled=show_progress) as bar:
+        for b0 in range(0, samples, batch):
+            chunk = list(range(b0, min(samples, b0 + batch)))
+            ids, mask = pad_batch([tokenize([texts[i]], targets[i])[0][0] for i in chunk])
+            _, cap = model.forward(ids, mask, capture=True)
+            q.append(cap["q"]), k.append(cap["k"]), v.append(cap["v"]), lengths.append(mask.sum(1))
+            bar.update(len(chunk))
     t = max(x.shape[3] for x in q)
     pad = lambda x: F.pad(x, (0, 0, 0, t - x.shape[3]))
     return AttentionData(

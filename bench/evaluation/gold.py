@@ -77,11 +77,13 @@ def _overflow(scores: torch.Tensor, layer: int | None, sample: int, i0: int) -> 
 
 def compute_gold(data: AttentionData, block: int = 256, show_progress: bool = False) -> Gold:
     """Exact gold attention of every layer of ``data`` (see :func:`layer_gold`)."""
-    from tqdm.auto import tqdm
+    from bench.progress import Step
 
     rows = int(data.lengths.sum()) * data.num_heads * data.num_layers
+    part = data.descriptor.get("part") if data.descriptor else None
+    desc = f"gold {data.name}" + (f" ({part} samples)" if part else "")
     start = time.perf_counter()
-    with tqdm(total=rows, desc=f"gold {data.name}", unit="row", disable=not show_progress) as bar:
+    with Step(desc, total=rows, unit="rows", enabled=show_progress) as bar:
         layers = [layer_gold(data.layer(li), block=block, progress=bar, layer=li) for li in range(data.num_layers)]
     return Gold(layers=layers, seconds=time.perf_counter() - start,
                 bisect_iters=None if data.alpha == 1.5 else BISECT_ITERS)

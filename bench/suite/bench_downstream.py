@@ -23,6 +23,7 @@ from bench.data.sources import dataset_id
 from bench.errors import BenchError
 from bench.evaluation.downstream import METRICS, downstream_set, run_restricted, score_results
 from bench.execution.timing import time_record
+from bench.progress import Step
 
 DENSE = "dense-entmax"
 
@@ -69,7 +70,8 @@ def bench_downstream(benchmark, downstream_case, prepared, bench_config, fresh_r
     if name == DENSE:
         predictor, family, params, fit_seconds = None, "dense", {}, 0.0
     else:
-        predictor = predictors.get(name, seed=0).fit(prep.fit, prep.fit_gold)
+        with Step(f"fit {name}", quiet_below=5.0):  # on the console only when it takes a while
+            predictor = predictors.get(name, seed=0).fit(prep.fit, prep.fit_gold)
         family, params, fit_seconds = predictor.family, dict(predictor.values), predictor.fit_seconds
     rounds = state["profile"].downstream_rounds
     results, hook = benchmark.pedantic(lambda: run_restricted(dset, predictor), rounds=rounds, iterations=1)

@@ -14,7 +14,10 @@ import predictors
 from bench.data.sources import dataset_id
 from bench.evaluation.score import score_fitted
 from bench.execution.timing import sync, time_record
+from bench.progress import Step
 from bench.results.graph_store import graphs_path, write_graphs_atomic
+
+LONG_FIT = 5.0  # seconds: a fit at least this long leaves a line on the console
 
 
 def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_record, run_environment):
@@ -23,7 +26,8 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_rec
     slot = fresh_record("predictor", f"{dataset_id(dataset)}--{backend}--{name}", dataset=dataset)
     prep = prepared(dataset, bench_config)
     predictor = predictors.get(name, backend=backend, seed=0)
-    predictor.fit(prep.fit, prep.fit_gold)
+    with Step(f"fit {name}", quiet_below=LONG_FIT):  # on the console only when it takes a while
+        predictor.fit(prep.fit, prep.fit_gold)
     views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
     device = bench_config.getoption("device")
 

@@ -176,7 +176,7 @@ def _real_minilm(name: str, length: int, samples: int, rounds: int) -> dict:
     from bench.evaluation.score import score_fitted
 
     try:
-        prep = prepare("minilm", samples=samples, length=length)
+        prep = prepare("minilm", samples=samples, length=length, show_progress=True)
     except DataError as exc:
         return {"error": str(exc)}
     predictor = predictors.get(name, seed=0).fit(prep.fit, prep.fit_gold)

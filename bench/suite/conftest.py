@@ -10,13 +10,17 @@ Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` d
     --run NAME           results go to reports/runs/NAME (default: the profile name)
     --fresh              discard the run's earlier records instead of resuming
     --no-scaling         skip the scaling sweep
+    --show-benchmark-table  print pytest-benchmark's table too (hidden: the closing summary says where
+                         its JSON went)
 
-Finished configurations are kept as records; a second session with the same run name skips them.
+Finished configurations are kept as records; a second session with the same run name reuses them
+(``resumed``).
 
 What every benchmark module shares lives here: ``config.sparsebench`` (the typed profile,
 :class:`bench.config.profiles.Profile`; the run folder; the datasets of the session; the threads), and
 the fixtures ``prepared`` (data and gold, once per session), ``fresh_record`` (a record's path, or a skip
 when this run already measured it) and ``run_environment`` (versions and threads, stored with records).
+What the console shows (progress, the closing summary) is :mod:`bench.suite_console`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ def pytest_addoption(parser):
     g.addoption("--no-scaling", action="store_true", help="skip the scaling sweep")
     g.addoption("--threads", type=int, default=None, help="torch threads (default 1, see bench/env.py)")
     g.addoption("--split", default=None, help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
+    g.addoption("--show-benchmark-table", action="store_true",
+                help="also print pytest-benchmark's table of timings (its JSON is written either way)")
 
 
 def faiss_available() -> bool:
@@ -63,6 +69,12 @@ def pytest_configure(config):
         raise pytest.UsageError(str(exc)) from None
     if not config.getoption("benchmark_json", None):
         config.option.benchmark_json = config.sparsebench["run"] / f"benchmark-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    # pytest-benchmark's own switch: no table (hundreds of rows), the JSON still written.
+    if not config.getoption("show_benchmark_table"):
+        config.option.benchmark_quiet = True
+    from bench.suite_console import register
+
+    register(config)
 
 
 def _session(config) -> dict:
@@ -189,8 +201,11 @@ def prepared():
             opts = {} if dataset.startswith("file:") else data.options()
             if dataset == "synthetic":
                 opts = {"samples": data.samples, "length": data.length}
+            from bench.suite_console import prepare_timed
+
             try:
-                _PREPARED[dataset] = prepare(dataset, split=config.sparsebench["split"], show_progress=True, **opts)
+                _PREPARED[dataset] = prepare_timed(config, dataset, lambda: prepare(
+                    dataset, split=config.sparsebench["split"], show_progress=True, **opts))
             except BenchError as exc:
                 raise pytest.UsageError(f"dataset {dataset}: {exc}") from None
         return _PREPARED[dataset]
@@ -212,6 +227,7 @@ def fresh_record(bench_config, prepared):
     record of something else."""
     from bench.results.records import record_path
     from bench.results.run_folder import record_fingerprint, reuse_or_slot
+    from bench.suite_console import RESUMED
 
     state = bench_config.sparsebench
 
@@ -223,7 +239,7 @@ def fresh_record(bench_config, prepared):
         reuse, slot = reuse_or_slot(record_path(state["run"], kind, rid), fingerprint, kind)
         if reuse:
             state["resumed"] += 1
-            pytest.skip("already measured in this run (resumed); use --fresh to measure again")
+            pytest.skip(RESUMED)
         (state["remeasured"] if slot.reason != "new" else state["measured"]).append(f"{kind}/{rid}: {slot.reason}")
         return slot
 
@@ -252,8 +268,10 @@ def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if not hasattr(config, "sparsebench"):
         return
+    start = time.perf_counter()
     try:
         paths = write_summary(config.sparsebench["run"], profile=config.sparsebench["profile_name"])
+        config.sparsebench["summary_seconds"] = time.perf_counter() - start
     except BenchError as exc:  # a record that cannot be trusted: no summary, and the session fails
         config.sparsebench["summary_error"] = str(exc)
         session.exitstatus = pytest.ExitCode.USAGE_ERROR
@@ -268,14 +286,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if "summary_error" in config.sparsebench:
         tr.write_line(f"sparsebench: could not summarise: {config.sparsebench['summary_error']}", red=True)
         return
-    state = config.sparsebench
+    from bench.suite_console import summary_lines
+
     tr.write_sep("=", "sparsebench results")
-    tr.write_line(f"run folder: {state['run']}")
-    tr.write_line(f"configurations: {len(state['measured'])} measured, {state['resumed']} resumed (same "
-                  f"fingerprint), {len(state['remeasured'])} measured again")
-    for line in state["remeasured"][:10]:
-        tr.write_line(f"  {line}")
-    if len(state["remeasured"]) > 10:
-        tr.write_line(f"  ... and {len(state['remeasured']) - 10} more")
-    for p in state.get("summary_paths", []):
-        tr.write_line(f"  {p}")
+    for line in summary_lines(config, config.sparsebench):
+        tr.write_line(line)
