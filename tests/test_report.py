@@ -313,7 +313,11 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
 def test_run_from_bench_args(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARSEBENCH_REPORTS", str(tmp_path))
     assert cli.run_from_bench_args([]) == tmp_path / "runs" / "default"
-    assert cli.run_from_bench_args(["--profile", "smoke", "--dataset", "file:x"]) == tmp_path / "runs" / "smoke"
+    # File datasets get a run folder of their own (bench/suite/conftest.py's _default_run): the report follows.
+    assert cli.run_from_bench_args(["--profile", "smoke", "--dataset", "file:x"]) == tmp_path / "runs" / "file-x"
+    assert cli.run_from_bench_args(["--profile", "smoke", "--dataset", "minilm"]) == tmp_path / "runs" / "smoke"
+    assert cli.run_from_bench_args(["--dataset=file:/d/my data.safetensors,minilm"]) == \
+        tmp_path / "runs" / "file-my_data"
     assert cli.run_from_bench_args(["--profile=smoke", "--run=mine"]) == tmp_path / "runs" / "mine"
     args = argparse.ArgumentParser()
     cli.add_arguments(args)

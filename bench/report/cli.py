@@ -22,19 +22,23 @@ from bench.report.render import render
 
 
 def run_from_bench_args(argv: Sequence[str]) -> Path:
-    """The run folder that ``pytest -c bench/suite/pytest.ini bench/suite ARGV`` writes: ``--run``, else ``--profile``,
-    else ``default`` (as in bench/suite/conftest.py), under :func:`bench.results.records.run_dir`."""
+    """The run folder that ``pytest -c bench/suite/pytest.ini bench/suite ARGV`` writes: ``--run``, else a
+    folder named after the file datasets of ``--dataset`` (``file-NAME``), else ``--profile``, else
+    ``default`` (as in bench/suite/conftest.py), under :func:`bench.results.records.run_dir`."""
+    from bench.data.sources import dataset_id
     from bench.results.records import run_dir
 
     found: dict = {}
     it = iter(argv)
     for arg in it:
-        for opt in ("--run", "--profile"):
+        for opt in ("--run", "--profile", "--dataset"):
             if arg == opt:
                 found[opt] = next(it, None)
             elif arg.startswith(opt + "="):
                 found[opt] = arg.split("=", 1)[1]
-    name = found.get("--run") or found.get("--profile") or "default"
+    datasets = [d.strip() for d in (found.get("--dataset") or "").split(",") if d.strip()]
+    files = "-".join(dataset_id(d) for d in datasets if d.startswith("file:"))
+    name = found.get("--run") or files or found.get("--profile") or "default"
     return run_dir(name)
 
 
