@@ -191,7 +191,8 @@ class SuiteConsole:
         counts = self.phase_counts[self._phase]
         said = ", ".join(f"{counts[o]} {o}" for o in ("measured", "resumed", "skipped", "failed") if counts[o])
         prefix, self.console.prefix = self.console.prefix, ""
-        self.console.line(f"{self._phase}: {sum(counts.values())} configurations in "
+        n = sum(counts.values())
+        self.console.line(f"{self._phase}: {n} configuration{'s' if n != 1 else ''} in "
                           f"{duration(self.phase_seconds[self._phase])} ({said or 'none run'})")
         self.console.prefix = prefix
         self._phase = None

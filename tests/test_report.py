@@ -317,6 +317,8 @@ def test_run_from_bench_args(monkeypatch, tmp_path):
     assert cli.run_from_bench_args(["--profile", "smoke", "--dataset", "file:x"]) == tmp_path / "runs" / "file-x"
     assert cli.run_from_bench_args(["--dataset=minilm,file:/d/my.safetensors"]) == tmp_path / "runs" / "file-my"
     assert cli.run_from_bench_args(["--profile", "smoke", "--dataset", "minilm"]) == tmp_path / "runs" / "smoke"
+    assert cli.run_from_bench_args(["--dataset=file:/d/my data.safetensors,minilm"]) == \
+        tmp_path / "runs" / "file-my_data"
     assert cli.run_from_bench_args(["--profile=smoke", "--run=mine"]) == tmp_path / "runs" / "mine"
     args = argparse.ArgumentParser()
     cli.add_arguments(args)
