@@ -1,17 +1,29 @@
 """Exact alpha-entmax over rows of scores: the kernels shared by the gold graph, the dense references,
 the score oracles and attention restricted to a predicted graph.
 
-For alpha = 1.5 the exact sort-based ``entmax15`` runs with a partial sort of the :data:`PARTIAL_K`
-largest entries per row: exact, since ``entmax15`` doubles ``k`` for the rows whose support fills it.
-Real supports are small (a few to a few tens of keys), so a small first ``k`` is the fastest exact
-choice (measured at n = 2048-4096 on synthetic heads: k = 16 took half the time of k = 0.1 n, a quarter
-of the full sort's). Other alphas use ``entmax_bisect`` with :data:`BISECT_ITERS` iterations.
+For alpha = 1.5, :func:`entmax15_support` computes exactly what ``entmax.entmax15(x, dim=-1, k=k)``
+computes, in fewer passes over the row. ``entmax15`` shifts and halves the whole row
+(``z = (x - max x) / 2``), partially sorts it (the ``k`` largest ``z``), takes the threshold ``tau``
+from those, and forms ``p = max(z - tau, 0)^2`` over the whole row: five passes over ``n`` entries
+besides the partial sort. Here the partial sort runs on the raw row (``(x - max x) / 2`` is monotone
+and elementwise, so the sorted ``z`` are the same floats; :func:`largest`: ``topk``, or for long rows
+a search of the groups of entries with the largest maxima), the threshold comes from the same formula
+on the same ``k`` floats (:func:`threshold15`), and the probabilities are formed for those ``k``
+entries only. That is the whole support when the ``k``-th largest entry has probability 0 (every
+entry outside the ``k`` is at most that one, and ``max(z - tau, 0)^2`` is monotone in ``z``); the
+rows where it is not (their support fills the ``k``, or, never seen, the ``k``-th entry is positive
+although the support is smaller) are redone exactly as ``entmax15`` does: the rows whose support
+fills ``k`` again with ``2 k`` entries (until the full sort), the others over the whole row with
+their threshold. Real supports are small (a few to a few tens of keys), so a small first ``k``,
+:data:`PARTIAL_K`, is the fastest exact choice (measured at n = 2048-4096 on synthetic heads: k = 16
+took half the time of k = 0.1 n, a quarter of the full sort's). Other alphas use ``entmax_bisect``
+with :data:`BISECT_ITERS` iterations.
 """
 
 from __future__ import annotations
 
 import torch
-from entmax import entmax15, entmax_bisect
+from entmax import entmax_bisect
 
 from predictors.masking import mask_scores
 
@@ -24,11 +36,142 @@ def partial_k(n: int) -> int:
     return min(n, PARTIAL_K)
 
 
+def threshold15(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1.5-entmax threshold ``tau`` ``[R, 1]`` of rows ``xs`` ``[R, m]``, already shifted, halved
+    (``x = (s - max s) / 2``) and sorted in decreasing order (all of a row, or its largest entries):
+    ``sum_j max(x_j - tau, 0)^2 = 1``, by the exact sort-based formula of :mod:`entmax` (Peters et al.,
+    2019), the same float operations in the same order; and the support size ``[R, 1]``, which equals
+    ``m`` when the given entries may not hold all of it."""
+    rho = torch.arange(1, xs.shape[-1] + 1, device=xs.device, dtype=xs.dtype)
+    mean = xs.cumsum(-1) / rho
+    mean_sq = (xs * xs).cumsum(-1) / rho
+    delta = (1 - rho * (mean_sq - mean * mean)) / rho
+    tau = mean - delta.clamp(min=0).sqrt()
+    support = (tau <= xs).sum(-1, keepdim=True)
+    return tau.gather(-1, (support - 1).clamp(min=0)), support
+
+
+def entmax15_support(scores: torch.Tensor, k: int | None = PARTIAL_K, work: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The nonzeros of ``entmax15(scores, dim=-1, k=k)`` for ``scores`` ``[R, n]`` (already masked).
+
+    Bit for bit the entries and values ``entmax15`` gives (module docstring); ``k=None`` or
+    ``k >= n`` sorts fully, as ``entmax15`` does. ``work``: a reusable buffer for :func:`largest`.
+
+    Returns
+    -------
+    rows, cols : int64 ``[nnz]``, in row-major order (columns increasing within a row)
+    probs : ``[nnz]``, the probabilities, in ``scores``' dtype
+    """
+    r, n = scores.shape
+    if r == 0 or n == 0:
+        return (torch.zeros(0, dtype=torch.int64, device=scores.device),) * 2 + (scores.new_zeros(0),)
+    p, idx, redone = _largest_probs(scores, k, work)
+    key, order = torch.where(p > 0, idx, n).sort(dim=-1)  # n: after every column, i.e. dropped
+    keep = key < n
+    rows, cols, probs = keep.nonzero()[:, 0], key[keep], p.gather(-1, order)[keep]
+    if not redone:
+        return rows, cols, probs
+    rows, cols, probs = (torch.cat([x, *(pt[j] for pt in redone)]) for j, x in enumerate((rows, cols, probs)))
+    order = (rows * n + cols).argsort()
+    return rows[order], cols[order], probs[order]
+
+
+def _largest_probs(scores: torch.Tensor, k: int | None, work: torch.Tensor | None = None):
+    """``entmax15``'s probabilities of the ``k`` largest entries of each row of ``scores`` ``[R, n]``:
+    ``p`` and their columns ``idx`` ``[R, k]``, and the rows redone in full (module docstring), a list of
+    ``(rows, cols, probs)`` (their ``p`` is zeroed)."""
+    n = scores.shape[-1]
+    k = n if k is None else min(k, n)
+    vals, idx = largest(scores, k, work) if k < n else scores.sort(dim=-1, descending=True)
+    z = vals.sub_(vals[:, :1].clone()).div_(2)  # entmax15's (x - max x) / 2, in sorted order
+    tau, support = threshold15(z)
+    p = z.sub_(tau).clamp_(min=0).square_()
+    redone = []
+    if k < n:
+        wide = support[:, 0] == k
+        late = (p[:, -1] > 0) & ~wide  # the k-th entry is in the support: so may entries outside be
+        for redo, part in ((wide, _widened), (late, _whole_rows)):
+            if redo.any():
+                at = redo.nonzero()[:, 0]
+                p[at] = 0.0
+                sub_rows, cols, probs = part(scores[at], tau[at], k)
+                redone.append((at[sub_rows], cols, probs))
+    return p, idx, redone
+
+
+def largest(scores: torch.Tensor, k: int, work: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest entries of each row of ``scores`` ``[R, n]`` (``k < n``): values ``[R, k]`` in
+    decreasing order, the same floats as ``scores.topk(k)``'s, and their columns ``[R, k]``.
+
+    ``topk`` runs a partial sort over every entry. Where ``n >= 128 k``, the row is split into
+    ``m = n // w`` groups of ``w = n // (64 k)`` entries (group ``c``: columns ``c, c + m, ...``; the
+    ``n mod w`` last columns are no group's and always kept), and only the ``k`` groups with the largest
+    maxima are searched: an entry ``y`` of a group left out has ``k`` other entries ``>= y``, the
+    maxima of the groups kept, so the ``k`` largest values of the row are all among the kept entries,
+    ties included. A maximum over ``w`` slices and partial sorts of ``m >= 64 k`` (``topk``'s fast
+    path) and ``k w`` entries replace the partial sort of ``n`` (a tenth off the gold at n = 4096).
+    ``work``: float buffer of at least ``R m`` elements for the group maxima (else allocated).
+    """
+    r, n = scores.shape
+    w = n // (64 * k)
+    if w < 2:
+        return scores.topk(k, dim=-1)
+    m = n // w
+    need = r * m
+    work = scores.new_empty(need) if work is None or work.numel() < need else work
+    group_max = torch.maximum(scores[:, :m], scores[:, m: 2 * m], out=work[:need].view(r, m))
+    for i in range(2, w):  # w slices: faster than a reduction over a strided dimension
+        torch.maximum(group_max, scores[:, i * m: (i + 1) * m], out=group_max)
+    kept = group_max.topk(k, dim=-1).indices
+    cols = (kept[:, :, None] + m * torch.arange(w, device=scores.device)).view(r, k * w)
+    if m * w < n:
+        cols = torch.cat([cols, torch.arange(m * w, n, device=scores.device).expand(r, -1)], dim=-1)
+    vals, at = scores.gather(-1, cols).topk(k, dim=-1)
+    return vals, cols.gather(-1, at)
+
+
+def _widened(scores: torch.Tensor, tau: torch.Tensor, k: int):
+    """Rows whose support filled ``k``: ``entmax15`` starts again from their ``2 k`` largest."""
+    return entmax15_support(scores, 2 * k)
+
+
+def _whole_rows(scores: torch.Tensor, tau: torch.Tensor, k: int):
+    """Rows whose threshold ``tau`` ``[R, 1]`` is known: ``max(z - tau, 0)^2`` over the whole row, as
+    ``entmax15`` forms it."""
+    z = (scores - scores.amax(-1, keepdim=True)) / 2
+    p = (z - tau).clamp_(min=0).square_()
+    nz = p > 0
+    at = nz.nonzero()
+    return at[:, 0], at[:, 1], p[nz]
+
+
+def entmax15_dense(scores: torch.Tensor, k: int | None = PARTIAL_K, out: torch.Tensor | None = None,
+                   work: torch.Tensor | None = None) -> torch.Tensor:
+    """``entmax15(scores, dim=-1, k=k)`` bit for bit, for ``scores`` ``[..., n]`` (already masked), from
+    :func:`entmax15_support`'s probabilities scattered into zeros: ``out`` when given (zeros of
+    ``scores``' shape, any strides; a block of a larger output), else a new tensor. ``work``: a
+    reusable buffer for :func:`largest`."""
+    n = scores.shape[-1]
+    flat = scores.reshape(-1, n)
+    if out is None:
+        out = torch.zeros_like(scores)
+    if out.numel() == 0:
+        return out
+    p, idx, redone = _largest_probs(flat, k, work)
+    lead = scores.shape[:-1]
+    # Distinct columns within a row; the zeros written are zeros already.
+    out.scatter_(-1, idx.view(*lead, -1), p.view(*lead, -1))
+    for rows, cols, probs in redone:
+        out[(*torch.unravel_index(rows, lead), cols)] = probs
+    return out
+
+
 def entmax_probs(scores: torch.Tensor, alpha: float, topk: int | None = None) -> torch.Tensor:
-    """alpha-entmax over the last dimension of (already masked) float32 ``scores``."""
+    """alpha-entmax over the last dimension of (already masked) float32 ``scores``: for alpha = 1.5
+    ``entmax15(scores, k=topk)`` (:func:`entmax15_dense`; ``None``: full sort), else bisection."""
     if alpha == 1.5:
-        k = topk if topk is not None and topk < scores.shape[-1] else None
-        return entmax15(scores, dim=-1, k=k)
+        return entmax15_dense(scores, topk)
     return entmax_bisect(scores, alpha=alpha, dim=-1, n_iter=BISECT_ITERS)
 
 
@@ -37,7 +180,7 @@ def row_entmax(scores: torch.Tensor, allowed: torch.Tensor, alpha: float = 1.5,
     """alpha-entmax of each row of ``scores`` ``[..., m]`` over its ``allowed`` entries only.
 
     Disallowed entries get (row max - :data:`predictors.masking.MASK_GAP`) and probability exactly 0; a row
-    with no allowed entry is all zeros. For alpha = 1.5 the exact sort-based ``entmax15`` is used, with
+    with no allowed entry is all zeros. For alpha = 1.5 exactly ``entmax15`` (:func:`entmax15_dense`), with
     a partial sort of :func:`partial_k` ``(m)`` entries when ``topk`` (exact: it widens the
     sort until the support fits), the same rule as the dense reference; otherwise ``entmax_bisect``.
     """
@@ -46,7 +189,7 @@ def row_entmax(scores: torch.Tensor, allowed: torch.Tensor, alpha: float = 1.5,
     masked = mask_scores(scores, allowed)
     if alpha == 1.5:
         m = scores.shape[-1]
-        p = entmax15(masked, dim=-1, k=partial_k(m) if topk and partial_k(m) < m else None)
+        p = entmax15_dense(masked, partial_k(m) if topk else None)
     else:
         p = entmax_bisect(masked, alpha=alpha, dim=-1, n_iter=BISECT_ITERS)
     return p.masked_fill_(~allowed, 0.0)

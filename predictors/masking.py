@@ -33,9 +33,18 @@ def allowed_keys(i0: int, i1: int, n: int, causal: bool, device=None) -> torch.T
     return j <= i
 
 
-def block_scores(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """``scale * q @ k^T`` in float32: ``q`` ``[H, B, D]``, ``k`` ``[H, n, D]`` -> ``[H, B, n]``."""
-    return torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(scale)
+def block_scores(q: torch.Tensor, k: torch.Tensor, scale: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale * q @ k^T`` in float32: ``q`` ``[H, B, D]``, ``k`` ``[H, n, D]`` -> ``[H, B, n]``.
+
+    ``out``: a float32 buffer of at least ``H B n`` elements to write into (the same product, bit for
+    bit: one allocation per sample instead of one per block, whose page faults cost as much as the
+    product at n = 2048-4096).
+    """
+    qk = (q.float(), k.float().transpose(-1, -2))
+    if out is None:
+        return torch.matmul(*qk).mul_(scale)
+    h, b, n = q.shape[0], q.shape[1], k.shape[1]
+    return torch.matmul(*qk, out=out.view(-1)[: h * b * n].view(h, b, n)).mul_(scale)
 
 
 def mask_scores(scores: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,7 @@ from typing import NamedTuple
 import torch
 
 from bench.execution.code_blocks import CodeBlocks, take
-from bench.execution.row_entmax import threshold15
-from predictors.entmax import partial_k
+from predictors.entmax import partial_k, threshold15
 from predictors.masking import MASK_GAP
 
 GAP = MASK_GAP / 2  # the halved gap: entries outside a row's allowed keys sit at z = -GAP

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from predictors.entmax import partial_k, row_entmax
+from predictors.entmax import partial_k, row_entmax, threshold15
 from predictors.masking import MASK_GAP
 
 
@@ -52,17 +52,3 @@ def rows_p(scores: torch.Tensor, allowed: torch.Tensor, alpha: float) -> torch.T
     if alpha == 1.5:
         return entmax15_rows(scores, allowed)
     return row_entmax(scores, allowed, alpha)
-
-
-def threshold15(xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 1.5-entmax threshold ``tau`` ``[R, 1]`` of rows ``xs`` ``[R, m]``, already shifted, halved
-    (``x = (s - max s) / 2``) and sorted in decreasing order (all of a row, or its largest entries):
-    ``sum_j max(x_j - tau, 0)^2 = 1``, by the exact sort-based formula of :mod:`entmax` (Peters et al.,
-    2019); and the support size ``[R, 1]``, which equals ``m`` when the given entries may not hold all of it."""
-    rho = torch.arange(1, xs.shape[-1] + 1, device=xs.device, dtype=xs.dtype)
-    mean = xs.cumsum(-1) / rho
-    mean_sq = (xs * xs).cumsum(-1) / rho
-    delta = (1 - rho * (mean_sq - mean * mean)) / rho
-    tau = mean - delta.clamp(min=0).sqrt()
-    support = (tau <= xs).sum(-1, keepdim=True)
-    return tau.gather(-1, (support - 1).clamp(min=0)), support

@@ -32,7 +32,7 @@ RANGES: dict[str, tuple[float, float]] = {
                            "fit_seconds", "score_seconds", "reference_seconds", "prediction_flops",
                            "attention_flops", "dense_flops", "flops", "dense_seconds", "sparse_seconds",
                            "speedup_min", "speedup_median", "fit_ratio", "predict_ratio", "gold_pairs",
-                           "pred_pairs", "valid_pairs")},
+                           "pred_pairs", "valid_pairs", "sdpa_ratio_min", "sdpa_ratio_median", "peak_bytes")},
 }
 # Timing statistics (bench.execution.timing.time_record): seconds, never negative.
 TIMING = {"mean": "number?", "median": "number?", "min": "number?", "stddev": "number?",
@@ -64,7 +64,8 @@ OPTIONAL: dict[str, dict[str, str]] = {
                   "predict_seconds": "number?", "score_seconds": "number"},
     "dense": {"device": "str"},
     "scaling": {"device": "str", "heads": "int", "head_dim": "int", "flops": "number"},
-    "gold": {"heads": "int", "head_dim": "int"},
+    "gold": {"heads": "int", "head_dim": "int", "sdpa_time": "timing", "sdpa_ratio_min": "number?",
+             "sdpa_ratio_median": "number?", "peak_bytes": "int", "peak_how": "str"},
     "twin": {"params": "object", "device": "str", "heads": "int", "environment": "object",
              "fit_seconds": "object", "predict_seconds": "object"},
     "downstream": {"backend": "str", "params": "object", "support_sparsity": "number?", "time": "timing",
