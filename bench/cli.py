@@ -136,6 +136,11 @@ def cmd_inspect(args) -> int:
     gold_note = (f"gold read from the cache in {gold_wall:.1f} s (computed in {gold.seconds:.1f} s when cached)"
                  if from_cache else f"gold computed in {gold.seconds:.1f} s (cached for later runs)")
     print(f"mean gold sparsity {result['mean']:.4f}; data loaded in {load_seconds:.1f} s; {gold_note}")
+    d = data.descriptor
+    if "heldout_cosine" in d:  # a fine-tuned encoder (minilm-entmax): is it still the encoder it was?
+        print(f"held-out sentence embeddings ({d['heldout_texts']} texts never trained on): cosine "
+              f"{d['heldout_cosine']:.4f} to the original softmax model's ({d['heldout_cosine_untuned']:.4f} with "
+              f"entmax swapped in untrained); entmax sparsity there {d['heldout_sparsity_mean']:.4f}")
     return 0
 
 
@@ -313,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="attention data: inspect and export")
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("inspect", help="gold sparsity per layer and head")
-    p.add_argument("source", help="minilm, entmax-lm, synthetic or file:PATH")
+    p.add_argument("source", help="minilm, entmax-lm, minilm-entmax, synthetic or file:PATH")
     p.add_argument("--json", action="store_true")
     _add_data_options(p)
     p.set_defaults(func=cmd_inspect)
@@ -327,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
     p = sub.add_parser("score", help="fit predictors on fit samples and score them on eval samples")
-    p.add_argument("--dataset", required=True, help="minilm, entmax-lm, synthetic or file:PATH")
+    p.add_argument("--dataset", required=True, help="minilm, entmax-lm, minilm-entmax, synthetic or file:PATH")
     p.add_argument("--predictor", action="append", required=True, help="predictor name (repeatable)")
     p.add_argument("--backend", default="torch", choices=("torch", "faiss"))
     p.add_argument("--predictor-seed", type=int, default=0)

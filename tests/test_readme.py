@@ -28,6 +28,7 @@ HERE = "tests/test_readme.py::test_cheap_readme_commands_run"
 RUN_BY = {
     "sparsebench data inspect minilm": HERE,
     "sparsebench data inspect entmax-lm": HERE,
+    "sparsebench data inspect minilm-entmax": HERE,
     "sparsebench data export minilm out.safetensors": HERE,
     "sparsebench list": HERE,
     "sparsebench score --dataset minilm --predictor sf-kmeans-r4-k8-top1 --predictor window-w11-g1": HERE,
@@ -56,6 +57,7 @@ RUN_BY = {
 SMALL = {
     "sparsebench data inspect minilm": ["--samples", "3", "--length", "32"],
     "sparsebench data inspect entmax-lm": ["--samples", "3", "--length", "32"],
+    "sparsebench data inspect minilm-entmax": ["--samples", "3", "--length", "32"],
     "sparsebench data export minilm out.safetensors": ["--samples", "2", "--length", "16"],
     "sparsebench score --dataset minilm --predictor sf-kmeans-r4-k8-top1 --predictor window-w11-g1":
         ["--samples", "6", "--length", "48"],
@@ -130,15 +132,21 @@ def test_the_tests_named_exist_and_run_the_command(test_id):
             assert f'"{word}"' in funcs[name], f"{test_id} does not run `{cmd}` (no {word!r} in it)"
 
 
-@pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.slow) if "entmax-lm" in c else c
+#: Sources whose model the README's command trains for minutes: the same command on a short training.
+SHORT_TRAINING = {"entmax-lm": ("bench.data.entmax_lm", 8), "minilm-entmax": ("bench.data.minilm_entmax", 2)}
+
+
+@pytest.mark.parametrize("cmd", [pytest.param(c, marks=pytest.mark.slow)
+                                 if any(s in c.split() for s in SHORT_TRAINING) else c
                                  for c, t in RUN_BY.items() if t == HERE])
 def test_cheap_readme_commands_run(cmd, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPARSEBENCH_REPORTS", str(tmp_path / "reports"))
     monkeypatch.chdir(tmp_path)
-    if "entmax-lm" in cmd:  # the README's model trains for minutes: the same command on a short training
-        import bench.data.entmax_lm as entmax_lm
+    for source, (module, steps) in SHORT_TRAINING.items():
+        if source in cmd.split():
+            import importlib
 
-        monkeypatch.setattr(entmax_lm, "DEFAULT_STEPS", 8)
+            monkeypatch.setattr(importlib.import_module(module), "DEFAULT_STEPS", steps)
     argv = shlex.split(cmd)[1:] + SMALL.get(cmd, [])
     assert main(argv) == 0
     out = capsys.readouterr().out

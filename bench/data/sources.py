@@ -5,6 +5,8 @@
 * ``minilm``: the pretrained MiniLM-L6 encoder (bidirectional), see :mod:`bench.data.minilm`;
 * ``entmax-lm``: a small causal byte-level LM trained here with 1.5-entmax attention,
   see :mod:`bench.data.entmax_lm`;
+* ``minilm-entmax``: MiniLM with 1.5-entmax attention, fine-tuned here by self-distillation to the
+  original (bidirectional), see :mod:`bench.data.minilm_entmax`;
 * ``synthetic``: seeded data for tests, see :mod:`bench.data.synthetic`;
 * ``file:PATH``: the external safetensors format, see :mod:`bench.data.external`.
 
@@ -22,10 +24,10 @@ import torch
 from bench.errors import DataError
 from predictors.data import AttentionData
 
-SOURCES = ("minilm", "entmax-lm", "synthetic")
+SOURCES = ("minilm", "entmax-lm", "minilm-entmax", "synthetic")
 # Bounds of the data options at the edges (command line, profiles): a split needs a sample per part, and
 # beyond these the data would not fit in memory here long before anything useful was measured. Each
-# source may narrow them (minilm reads at most 512 tokens, entmax-lm its context).
+# source may narrow them (minilm and minilm-entmax read at most 512 tokens, entmax-lm its context).
 SAMPLES_RANGE = (3, 10_000)
 LENGTH_RANGE = (2, 65_536)
 
@@ -61,6 +63,10 @@ def _loader(name: str):
         from bench.data.entmax_lm import entmax_lm_data
 
         return entmax_lm_data
+    if name == "minilm-entmax":
+        from bench.data.minilm_entmax import minilm_entmax_data
+
+        return minilm_entmax_data
     if name == "synthetic":
         from bench.data.synthetic import synthetic
 

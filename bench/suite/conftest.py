@@ -38,7 +38,8 @@ PROFILE_FILE = Path(__file__).with_name("profiles.toml")
 
 def pytest_addoption(parser):
     g = parser.getgroup("sparsebench")
-    g.addoption("--dataset", default=None, help="dataset(s), comma separated: minilm, entmax-lm, synthetic, file:PATH")
+    g.addoption("--dataset", default=None,
+                help="dataset(s), comma separated: minilm, entmax-lm, minilm-entmax, synthetic, file:PATH")
     g.addoption("--profile", default="default", choices=("smoke", "default", "full"))
     g.addoption("--predictors", default=None, help="glob(s) over predictor names, comma separated")
     g.addoption("--backend", default="all", choices=("torch", "faiss", "all"))
