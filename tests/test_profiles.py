@@ -30,7 +30,7 @@ def write(tmp_path, text: str) -> Path:
 
 def test_the_suite_profiles_load_typed_and_frozen():
     profiles = load_profiles(SUITE_PROFILES)
-    assert tuple(profiles) == PROFILES
+    assert tuple(profiles) == PROFILES + ("gpu",)  # the sweep profiles, then the GPU benchmarks' own
     smoke = profiles["smoke"]
     assert smoke.name == "smoke" and smoke.datasets == ("minilm",) and smoke.rounds == 2
     assert smoke.data == DataOptions(samples=8, length=128) and smoke.data.options() == {"samples": 8, "length": 128}

@@ -50,6 +50,12 @@ RUN_BY = {
         "tests/test_toy_family.py::test_a_family_of_ones_own_is_listed_scored_and_benchmarked",
     "pytest -c bench/suite/pytest.ini bench/suite --profile smoke --predictors toy* --run toy --no-scaling":
         "tests/test_toy_family.py::test_a_family_of_ones_own_is_listed_scored_and_benchmarked",
+    # "On a lent GPU": the preparation on a fake checkout (nothing downloaded), the unpacking of the archive
+    # that the GPU script packs (on the CPU, where it measures nothing).
+    "bash bench/suite/gpu_prepare.sh":
+        "tests/test_gpu_bench.py::test_gpu_prepare_splits_faiss_gpu_so_that_each_call_fits",
+    "tar xzf FILES_AT/gpu-run.tar.gz -C reports/":
+        "tests/test_gpu_bench.py::test_the_gpu_script_skips_cleanly_on_the_cpu_and_packs_its_log",
 }
 
 #: Options a cheap command gets here so that it takes seconds (the README's sizes are the defaults).

@@ -331,6 +331,7 @@ def test_dense_references_agree(causal):
         dense_attention(q[0], k[0], v[0], causal, 0.3, "flash")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path is not exercised")
 def test_cuda_matches_cpu():  # pragma: no cover - CPU-only CI
     q, k, v, lengths = data(t=130)

@@ -32,7 +32,8 @@ RANGES: dict[str, tuple[float, float]] = {
                            "fit_seconds", "score_seconds", "reference_seconds", "prediction_flops",
                            "attention_flops", "dense_flops", "flops", "dense_seconds", "sparse_seconds",
                            "speedup_min", "speedup_median", "fit_ratio", "predict_ratio", "gold_pairs",
-                           "pred_pairs", "valid_pairs", "sdpa_ratio_min", "sdpa_ratio_median", "peak_bytes")},
+                           "pred_pairs", "valid_pairs", "sdpa_ratio_min", "sdpa_ratio_median", "peak_bytes",
+                           "compile_seconds", "centroid_max_diff")},
 }
 # Timing statistics (bench.execution.timing.time_record): seconds, never negative.
 TIMING = {"mean": "number?", "median": "number?", "min": "number?", "stddev": "number?",
@@ -58,6 +59,11 @@ REQUIRED: dict[str, dict[str, str]] = {
     "sparse_exec": {**_RECORD, "n": "int", "backend": "str", "method": "str", "time": "timing"},
     "sparse_exec_goal": {**_RECORD, "n": "int", "method": "str", "reference": "str", "speedup_min": "number?",
                          "speedup_median": "number?", "synthetic": "object", "minilm": "object"},
+    # bench_gpu.py (--profile gpu): attention timed on a CUDA GPU, and FAISS-GPU twins against torch on it.
+    "gpu": {**_RECORD, "n": "int", "backend": "str", "method": "str", "dtype": "str", "time": "timing",
+            "device_name": "str"},
+    "gpu_twin": {**_RECORD, "n": "int", "name": "str", "family": "str", "predict_ratio": "number?",
+                 "codes_equal_fraction": "number?", "device_name": "str"},
 }
 OPTIONAL: dict[str, dict[str, str]] = {
     "predictor": {"gold_sparsity": "number?", "device": "str", "layers": "int", "heads": "int",
@@ -76,6 +82,11 @@ OPTIONAL: dict[str, dict[str, str]] = {
                     "environment": "object"},
     "sparse_exec_goal": {"device": "str", "heads": "int", "rounds": "int", "dense_seconds": "numbers",
                          "sparse_seconds": "numbers", "environment": "object"},
+    "gpu": {"device": "str", "heads": "int", "head_dim": "int", "causal": "bool", "sparsity": "number?",
+            "support_sparsity": "number?", "predict_seconds": "number?", "output_error": "number?",
+            "compile_seconds": "number?", "peak_bytes": "int", "gold_sparsity": "number?", "environment": "object"},
+    "gpu_twin": {"fit_ratio": "number?", "fit_seconds": "object", "predict_seconds": "object", "heads": "int",
+                 "centroid_max_diff": "number?", "rounds": "int", "fit_what": "str", "environment": "object"},
 }
 RECORD_KINDS: tuple[str, ...] = tuple(REQUIRED)
 

@@ -116,11 +116,13 @@ def summarise(run: Path, profile: str | None = None, records: dict | None = None
     # Downstream runs and sparse execution (bench_downstream.py, bench_sparse_exec.py): records as written.
     downstream, sparse_exec, sparse_goal = records["downstream"], records["sparse_exec"], records["sparse_exec_goal"]
     env = preds[0]["environment"] if preds else next(
-        (r["environment"] for r in downstream + sparse_exec + sparse_goal if r.get("environment")), {})
+        (r["environment"] for r in downstream + sparse_exec + sparse_goal + records["gpu"] + records["gpu_twin"]
+         if r.get("environment")), {})
     return {"environment": env, "fingerprint": fingerprint(preds, _profile(run, profile)),
             "predictors": [_entry(rec, dense) for rec in preds], "dense": list(dense.values()),
             "scaling": records["scaling"], "twins": records["twin"], "downstream": downstream,
-            "sparse_exec": sparse_exec, "sparse_exec_goal": sparse_goal}
+            "sparse_exec": sparse_exec, "sparse_exec_goal": sparse_goal,
+            "gpu": records["gpu"], "gpu_twins": records["gpu_twin"]}
 
 
 def tidy_rows(run: Path, preds: list[dict] | None = None) -> list[dict]:

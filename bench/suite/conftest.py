@@ -3,7 +3,7 @@
 Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` does). Options:
 
     --dataset D[,D...]   registry names or file:PATH (default: the profile's datasets)
-    --profile P          smoke | default | full (default: default)
+    --profile P          smoke | default | full | gpu (default: default; gpu needs --device cuda)
     --predictors GLOB    only predictor names matching the glob(s), comma separated
     --backend B          torch | faiss | all (default: all installed)
     --device D           cpu | cuda (cuda must exist: no silent fallback)
@@ -39,7 +39,7 @@ PROFILE_FILE = Path(__file__).with_name("profiles.toml")
 def pytest_addoption(parser):
     g = parser.getgroup("sparsebench")
     g.addoption("--dataset", default=None, help="dataset(s), comma separated: minilm, entmax-lm, synthetic, file:PATH")
-    g.addoption("--profile", default="default", choices=("smoke", "default", "full"))
+    g.addoption("--profile", default="default", choices=("smoke", "default", "full", "gpu"))
     g.addoption("--predictors", default=None, help="glob(s) over predictor names, comma separated")
     g.addoption("--backend", default="all", choices=("torch", "faiss", "all"))
     g.addoption("--device", default="cpu", choices=("cpu", "cuda"))
@@ -93,6 +93,8 @@ def _session(config) -> dict:
             raise BenchError("--device cuda asked for, but torch sees no CUDA device here")
     profile = config.getoption("profile")
     prof = load_profile(PROFILE_FILE, profile)
+    if prof.device is not None and config.getoption("device") != prof.device:
+        raise BenchError(f"--profile {profile} runs on the GPU: it needs --device {prof.device}")
     opt = config.getoption("dataset")
     datasets = [d.strip() for d in opt.split(",")] if opt else list(prof.datasets)
     _check_datasets(datasets)
@@ -156,7 +158,8 @@ def pytest_generate_tests(metafunc):
     pattern = config.getoption("predictors")
     if "predictor_case" in metafunc.fixturenames:
         cases = []
-        for backend in _backends(config):
+        # No datasets (the gpu profile): no sweep to read, and the sweep files have no table for it.
+        for backend in _backends(config) if config.sparsebench["datasets"] else ():
             try:
                 # The paper's helper for every family that is not a pattern or a bound (torch only: a FAISS
                 # twin gives the same graphs, timed bare against its torch twin).
@@ -171,7 +174,7 @@ def pytest_generate_tests(metafunc):
         cases = [(ds, m) for ds in config.sparsebench["datasets"] for m in prof.dense]
         metafunc.parametrize("dense_case", cases, ids=[f"{d}-{m}" for d, m in cases])
     if "scaling_case" in metafunc.fixturenames:
-        if config.getoption("no_scaling"):
+        if config.getoption("no_scaling") or not prof.scaling_n:
             cases = []
         else:
             try:
