@@ -76,6 +76,9 @@ def check_options(args) -> None:
         _check_output_file(Path(args.file), "data export", "data.safetensors")
     if command == "compare" and args.update:
         _check_output_file(Path(args.baseline), "compare --update", "smoke.json")
+    if command == "compare" and args.no_intervals and not args.update:
+        raise BenchError("compare: --no-intervals says how --update writes a baseline; without --update the "
+                         "gate reads the baseline's intervals as they are")
     if command == "rescore" and args.write:
         from bench.results.rescore import run_folder
 
@@ -279,8 +282,11 @@ def cmd_compare(args) -> int:
     run = Path(args.run)
     summary = load_json(run / "summary.json" if run.is_dir() else run, "run summary", strict=False)
     if args.update:
-        write_json_atomic(Path(args.baseline), make_baseline(summary))
-        print(f"wrote baseline {args.baseline} from {run}")
+        base = make_baseline(summary, intervals=not args.no_intervals)
+        write_json_atomic(Path(args.baseline), base)
+        with_iv = sum(1 for e in base["entries"].values() if e.get("intervals"))
+        print(f"wrote baseline {args.baseline} from {run} ({len(base['entries'])} configurations, "
+              f"{with_iv} with intervals)")
         return 0
     baseline = load_baseline(Path(args.baseline))
     failures, notes = compare(summary, baseline, check_speed=not args.no_speed)
@@ -291,9 +297,11 @@ def cmd_compare(args) -> int:
     checked = len(checked_keys(summary, baseline))
     gated = ", ".join(baseline["quality"]) + ("" if args.no_speed else ", speed")
     fp = baseline["fingerprint"]
+    with_iv = sum(1 for e in baseline["entries"].values() if e.get("intervals"))
+    widened = f"; {with_iv} with the baseline's intervals as tolerances" if with_iv else ""
     print(f"{'FAILED' if failures else 'passed'}: {checked} of {len(baseline['entries'])} configurations "
           f"({gated}) against {args.baseline} (profile {fp['profile']}, datasets "
-          f"{', '.join(fp['datasets']) or 'none'}), {len(failures)} regression(s)")
+          f"{', '.join(fp['datasets']) or 'none'}), {len(failures)} regression(s){widened}")
     return 1 if failures else 0
 
 
@@ -342,7 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder (reports/runs/NAME) or its summary.json")
     p.add_argument("--baseline", required=True, help="baseline JSON (e.g. reports/baselines/smoke.json)")
     p.add_argument("--update", action="store_true",
-                   help="write the baseline from this run instead (with the run's fingerprint)")
+                   help="write the baseline from this run instead (with the run's fingerprint; per configuration "
+                   "the means over its seeds and, where the run has per-sample values, their 95%% bootstrap "
+                   "intervals over eval samples and seeds, which the gate then uses as tolerances)")
+    p.add_argument("--no-intervals", action="store_true",
+                   help="with --update: write no intervals (every metric gated by its tolerance alone)")
     p.add_argument("--no-speed", action="store_true", help="check quality only")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("rescore", help="recompute every predictor record's metrics from its stored graphs")

@@ -338,6 +338,7 @@ class ProjectedPredictor(Predictor):
     """
 
     learned = True
+    randomised = True  # the projections' initialisation, query order and negatives are seeded
     params = PROJECTION_PARAMS
 
     @property

@@ -37,6 +37,8 @@ RUN_BY = {
     "tox -e bench -- --dataset file:my.safetensors --predictors sf-*,window*":
         "tests/test_readme.py::test_bench_on_a_file_dataset_then_its_report",
     "tox -e report -- reports/runs/default": "tests/test_report.py::test_render_writes_every_output",
+    "tox -e bench -- --profile smoke --seeds 0,1":
+        "tests/test_suite_seeds.py::test_two_seeds_run_randomised_configurations_twice_and_keep_the_ids_of_seed_zero",
     # "Benchmark your own model": the capture command on a model folder (a tiny one in the test), then the
     # file dataset's bench run and its report.
     "tox exec -e test -- sparsebench capture path/to/model my.safetensors --samples 16 --length 256":

@@ -57,6 +57,7 @@ class Profile:
     downstream_predictors: str = ""  # glob(s), comma separated (a TOML list is joined with commas)
     downstream_samples: int | None = None
     paper_helper: bool = False  # also run every learned, hashing and block configuration with w3-g1
+    seeds: tuple[int, ...] = (0,)  # randomised configurations run once per seed, the others with seed 0
     downstream_rounds: int = 1
     sparse_exec_n: tuple[int, ...] = ()
     sparse_exec_predictors: tuple[str, ...] = ()
@@ -153,6 +154,7 @@ def load_profiles(path: Path) -> dict[str, Profile]:
         out[name] = _build(Profile, table, where, name=name)
         _check_data(out[name].data, where)
         _check_gpu(out[name], where)
+        _check_seeds(out[name].seeds, where)
     return out
 
 
@@ -190,6 +192,42 @@ def _check_gpu(prof: Profile, where: str) -> None:
     if prof.gpu_heads < 1 or prof.gpu_head_dim not in (16, 32, 64, 128, 256):
         raise BenchError(f"{where}: gpu_heads must be >= 1 and gpu_head_dim one of 16, 32, 64, 128, 256 "
                          f"(AdaSplash's head dimensions), got {prof.gpu_heads} and {prof.gpu_head_dim}")
+
+
+def check_seeds(seeds, what: str = "seeds") -> tuple[int, ...]:
+    """``seeds`` as a tuple when it is a list of distinct integers >= 0 that holds 0, else a BenchError.
+
+    Seed 0 is the reference: every configuration that is not randomised runs with it, and its records keep
+    the ids they had before seeds were added (``bench.results.seeds.record_id``).
+    """
+    out = tuple(seeds)
+    bad = [s for s in out if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad or not out:
+        raise BenchError(f"{what} must be a non-empty list of integers >= 0, got {list(out)}")
+    if len(set(out)) != len(out):
+        raise BenchError(f"{what} lists a seed twice: {list(out)}")
+    if 0 not in out:
+        raise BenchError(f"{what} must hold seed 0 (the seed of every configuration that is not randomised), "
+                         f"got {list(out)}")
+    return out
+
+
+def seeds_option(text: str | None, profile: Profile) -> tuple[int, ...]:
+    """The seeds of a run: ``--seeds 0,1,2`` (comma separated) when given, else the profile's."""
+    if text is None:
+        return profile.seeds
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise BenchError(f"--seeds must be integers, comma separated (e.g. 0,1,2), got {text!r}") from None
+    return check_seeds(seeds, "--seeds")
+
+
+def _check_seeds(seeds: tuple[int, ...], where: str) -> None:
+    try:
+        check_seeds(seeds, "key 'seeds'")
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc}") from None
 
 
 def load_profile(path: Path, name: str) -> Profile:

@@ -67,7 +67,7 @@ REQUIRED: dict[str, dict[str, str]] = {
 }
 OPTIONAL: dict[str, dict[str, str]] = {
     "predictor": {"gold_sparsity": "number?", "device": "str", "layers": "int", "heads": "int",
-                  "predict_seconds": "number?", "score_seconds": "number"},
+                  "predict_seconds": "number?", "score_seconds": "number", "seed": "int"},
     "dense": {"device": "str"},
     "scaling": {"device": "str", "heads": "int", "head_dim": "int", "flops": "number"},
     "gold": {"heads": "int", "head_dim": "int", "sdpa_time": "timing", "sdpa_ratio_min": "number?",

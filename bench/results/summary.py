@@ -1,10 +1,12 @@
 """Assemble a run's records into ``results.csv`` (tidy) and ``summary.json``.
 
-``results.csv`` has one row per dataset x backend x predictor configuration x layer x head, with the
-per-head metrics and the configuration's timings; ``summary.json`` has one entry per configuration
-(means, timings, FLOPs and the ratio of its prediction time to each dense reference measured in the
-same run on the same eval samples), the dense and scaling records, the environment, and the run's
-``fingerprint`` (what the gates check a baseline against, :func:`fingerprint`).
+``results.csv`` has one row per dataset x backend x predictor configuration x seed x layer x head, with
+the per-head metrics and the configuration's timings; ``summary.json`` has one entry per predictor record
+(a configuration, and one per seed of a randomised configuration, with its ``seed``: means, per-sample
+values, timings, FLOPs and the ratio of its prediction time to each dense reference measured in the
+same run on the same eval samples; the report and the gates group a configuration's seeds), the dense
+and scaling records, the environment, and the run's ``fingerprint`` (what the gates check a baseline
+against, :func:`fingerprint`).
 
 Only verified records are summarised (:func:`bench.results.records.read_record`). A run with a refused
 record has no summary: :func:`write_summary` removes the previous ``summary.json`` and ``results.csv``
@@ -22,6 +24,7 @@ from bench.errors import BenchError
 from bench.evaluation.metrics import METRICS
 from bench.results.records import load_records, write_json_atomic
 from bench.results.schema import RECORD_KINDS
+from bench.results.seeds import entry_seed
 
 SHOWN_BAD = 3  # bad records named in the one-line error; the rest are counted
 
@@ -126,7 +129,8 @@ def summarise(run: Path, profile: str | None = None, records: dict | None = None
 
 
 def tidy_rows(run: Path, preds: list[dict] | None = None) -> list[dict]:
-    """One row per predictor configuration x layer x head (``preds``: the verified predictor records)."""
+    """One row per predictor record (configuration and seed) x layer x head (``preds``: the verified
+    predictor records)."""
     rows = []
     for rec in load_run(run)["predictor"] if preds is None else preds:
         per_head = rec["per_head"]
@@ -142,6 +146,7 @@ def tidy_rows(run: Path, preds: list[dict] | None = None) -> list[dict]:
                     r[m] = math.nan if v is None else v
                 r["predict_seconds_mean"] = rec["time"]["mean"]
                 r["fit_seconds"] = rec["fit_seconds"]
+                r["seed"] = entry_seed(rec)  # last: the columns of runs before seeds keep their places
                 rows.append(r)
     return rows
 

@@ -5,7 +5,9 @@ Fitting (projections, centroids, rotations) happens once, outside the timed part
 Ceilings (families of kind ``ceiling``, which read the dense scores) are timed in one round without warm-up.
 Quality is then scored per layer and head (``bench.evaluation.score.score_fitted``) and stored, numbers only, in
 the benchmark's ``extra_info`` and in the run's record for this configuration; the scored graphs are
-kept beside the record (``<id>.graphs.safetensors``) for ``sparsebench rescore``.
+kept beside the record (``<id>.graphs.safetensors``) for ``sparsebench rescore``. A randomised configuration
+runs once per seed of the profile (``bench.config.sweeps.seeded_names``; the record id of seed ``r > 0``
+ends in ``--seed<r>``: ``bench.results.seeds.record_id``), the others with seed 0.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ from bench.evaluation.score import score_fitted
 from bench.execution.timing import sync, time_record
 from bench.progress import Step
 from bench.results.graph_store import graphs_path, write_graphs_atomic
+from bench.results.seeds import record_id
 
 LONG_FIT = 5.0  # seconds: a fit at least this long leaves a line on the console
 
 
 def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_record, run_environment):
-    dataset, backend, name = predictor_case
+    dataset, backend, name, seed = predictor_case
     state = bench_config.sparsebench
-    slot = fresh_record("predictor", f"{dataset_id(dataset)}--{backend}--{name}", dataset=dataset)
+    slot = fresh_record("predictor", record_id(dataset_id(dataset), backend, name, seed), dataset=dataset)
     prep = prepared(dataset, bench_config)
-    predictor = predictors.get(name, backend=backend, seed=0)
+    predictor = predictors.get(name, backend=backend, seed=seed)
     with Step(f"fit {name}", quiet_below=LONG_FIT):  # on the console only when it takes a while
         predictor.fit(prep.fit, prep.fit_gold)
     views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
@@ -61,7 +64,7 @@ def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_rec
     })
     benchmark.extra_info.update({
         "kind": "predictor", "dataset": dataset, "method": name, "family": rec["family"], "backend": backend,
-        "device": device, **{f"param_{k}": v for k, v in rec["params"].items()},
+        "device": device, "seed": seed, **{f"param_{k}": v for k, v in rec["params"].items()},
         **rec["mean"], "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
         "dense_flops": rec["dense_flops"], "fit_seconds": rec["fit_seconds"],
     })

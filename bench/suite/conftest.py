@@ -6,6 +6,7 @@ Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` d
     --profile P          smoke | default | full | gpu (default: default; gpu needs --device cuda)
     --predictors GLOB    only predictor names matching the glob(s), comma separated
     --backend B          torch | faiss | all (default: all installed)
+    --seeds S[,S...]     seeds of the randomised configurations (default: the profile's ``seeds``)
     --device D           cpu | cuda (cuda must exist: no silent fallback)
     --run NAME           results go to reports/runs/NAME (default: the profile name)
     --fresh              discard the run's earlier records instead of resuming
@@ -42,6 +43,8 @@ def pytest_addoption(parser):
     g.addoption("--profile", default="default", choices=("smoke", "default", "full", "gpu"))
     g.addoption("--predictors", default=None, help="glob(s) over predictor names, comma separated")
     g.addoption("--backend", default="all", choices=("torch", "faiss", "all"))
+    g.addoption("--seeds", default=None, help="seeds of the randomised configurations, comma separated "
+                "(default: the profile's; the others run with seed 0)")
     g.addoption("--device", default="cpu", choices=("cpu", "cuda"))
     g.addoption("--run", default=None, help="run name (results under reports/runs/NAME)")
     g.addoption("--fresh", action="store_true", help="discard earlier records of this run")
@@ -80,7 +83,7 @@ def pytest_configure(config):
 def _session(config) -> dict:
     """The session's state: typed profile, datasets, run folder (locked, emptied with --fresh, its manifest
     checked), threads and fingerprint. Every bad option is a BenchError here, before any work."""
-    from bench.config.profiles import load_profile
+    from bench.config.profiles import load_profile, seeds_option
     from bench.data.cache import cache_root
     from bench.env import check_threads, configure_threads
     from bench.results import records, run_folder
@@ -95,6 +98,7 @@ def _session(config) -> dict:
     prof = load_profile(PROFILE_FILE, profile)
     if prof.device is not None and config.getoption("device") != prof.device:
         raise BenchError(f"--profile {profile} runs on the GPU: it needs --device {prof.device}")
+    seeds = seeds_option(config.getoption("seeds"), prof)
     opt = config.getoption("dataset")
     datasets = [d.strip() for d in opt.split(",")] if opt else list(prof.datasets)
     _check_datasets(datasets)
@@ -113,7 +117,7 @@ def _session(config) -> dict:
     return {"profile": prof, "profile_name": profile, "run": run, "datasets": datasets, "split": split,
             "threads": configure_threads(config.getoption("threads")),
             "fingerprint": {**manifest, "code": run_folder.code_version()},
-            "resumed": 0, "measured": [], "remeasured": []}
+            "seeds": seeds, "resumed": 0, "measured": [], "remeasured": []}
 
 
 def _check_datasets(datasets: list[str]) -> None:
@@ -150,7 +154,8 @@ def _backends(config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    from bench.config.sweeps import PAPER_HELPER, filter_names, scaling_names, sweep_names
+    from bench.config.sweeps import PAPER_HELPER, filter_names, scaling_names, seeded_names, sweep_names
+    from bench.results.seeds import seed_suffix
     from predictors.registry import family_of
 
     config = metafunc.config
@@ -168,8 +173,10 @@ def pytest_generate_tests(metafunc):
                                     helpers=helpers)
             except BenchError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            cases += [(ds, backend, n) for ds in config.sparsebench["datasets"] for n in names]
-        metafunc.parametrize("predictor_case", cases, ids=[f"{d}-{b}-{n}" for d, b, n in cases])
+            # A randomised configuration once per seed (seed last in the case), the others with seed 0.
+            seeded = seeded_names(names, config.sparsebench["seeds"], backend)
+            cases += [(ds, backend, n, s) for ds in config.sparsebench["datasets"] for n, s in seeded]
+        metafunc.parametrize("predictor_case", cases, ids=[f"{d}-{b}-{n}{seed_suffix(s, '-')}" for d, b, n, s in cases])
     if "dense_case" in metafunc.fixturenames:
         cases = [(ds, m) for ds in config.sparsebench["datasets"] for m in prof.dense]
         metafunc.parametrize("dense_case", cases, ids=[f"{d}-{m}" for d, m in cases])

@@ -120,6 +120,7 @@ class HashAttention(Predictor):
     kind = "learned"
     family = "hashattn"
     learned = True
+    randomised = True  # seeded initialisation and block order of the training
     params = (Param("b", "b", int, 32, doc="bits per code"),) + HAMMING_PARAMS
 
     def check(self):

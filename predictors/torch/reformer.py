@@ -80,6 +80,7 @@ class ReformerLSH(Predictor):
 
     kind = "hashing"
     family = "reformer"
+    randomised = True  # random rotations (and, in the proj space, seeded projections)
     params = (
         SPACE,
         Param("b", "b", int, 8, doc="buckets per round (even): R has b/2 columns"),

@@ -83,6 +83,7 @@ class RoutingKMeans(Predictor):
     kind = "learned"
     family = "routing"
     learned = True
+    randomised = True  # k-means++ seeding (and, in the proj space, seeded projections)
     params = (SPACE, Param("k", "k", int, 8, doc="clusters"))
 
     def __init__(self, seed: int = 0, **values):

@@ -189,6 +189,7 @@ class SeerGate(Predictor):
     kind = "block"
     family = "seer"
     learned = True
+    randomised = True  # seeded initialisation of the gate maps
     params = (
         Param("b", "b", int, 64, doc="block size B"),
         Param("top", "top", int, 1, doc="key blocks kept per query block by rank (0: none by rank)"),

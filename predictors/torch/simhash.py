@@ -142,6 +142,7 @@ class SimHash(Predictor):
 
     kind = "hashing"
     family = "simhash"
+    randomised = True  # random hyperplanes
     params = (
         Param("b", "b", int, 8, doc="bits per table"),
         Param("l", "l", int, 4, doc="tables, OR-ed"),
