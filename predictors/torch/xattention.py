@@ -102,11 +102,11 @@ def antidiagonal_scores(q: torch.Tensor, k: torch.Tensor, n: int, stride: int, s
     return a, count
 
 
-def threshold_blocks(p: torch.Tensor, tau: float) -> torch.Tensor:
+def threshold_blocks(p: torch.Tensor, tau) -> torch.Tensor:
     """Smallest prefix of blocks by decreasing ``p`` ``[..., M]`` whose cumulative sum reaches ``tau``.
 
-    Ties go to the lower index (stable sort); zero-probability blocks are never kept. Returns bool
-    ``[..., M]``.
+    ``tau``: a number, or a tensor broadcasting against ``[..., 1]`` (one threshold per head). Ties go to
+    the lower index (stable sort); zero-probability blocks are never kept. Returns bool ``[..., M]``.
     """
     val, order = p.sort(dim=-1, descending=True, stable=True)
     before = val.cumsum(-1) - val  # exclusive cumulative sum
