@@ -163,7 +163,8 @@ def test_render_writes_every_output(rendered):
             assert f"figures/{fig}.png" in names
     assert "figures/fronts-recall--tiny2--helped.png" not in names  # tiny2 has no helped family
     assert "figures/scaling.png" in names
-    assert {"tables/front-readings.csv", "tables/paper-claim.csv", "tables/crossover-entmax15-topk.csv"} <= names
+    assert {"tables/front-readings.csv", "tables/paper-claim.csv", "tables/crossover-entmax15-topk.csv",
+            "tables/grid-gaps.csv"} <= names
     for p in paths:
         assert p.is_file() and p.stat().st_size > 0, p
         if p.suffix == ".png":
@@ -221,6 +222,7 @@ def test_report_answers_the_questions(rendered):
     assert "256.0" not in crosscsv and ",256," in crosscsv
     # Findings first, then the environment (with the corpus hash); every figure has its caption.
     assert readme.index("## Key findings") < readme.index("## Run and environment") < readme.index("## Figures")
+    assert readme.index("## Run and environment") < readme.index("## Grid density") < readme.index("## Figures")
     assert html.index("Key findings") < html.index("Run and environment")
     assert "c0ffee" * 10 + "abcd" in html and "c0ffee" * 10 + "abcd" in readme
     manifest = json.loads((out / "report.manifest.json").read_text())
