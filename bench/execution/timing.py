@@ -27,3 +27,35 @@ def time_record(benchmark) -> dict:
         return {"mean": nan, "median": nan, "min": nan, "stddev": nan, "rounds": 0}
     s = benchmark.stats.stats
     return {"mean": s.mean, "median": s.median, "min": s.min, "stddev": s.stddev, "rounds": s.rounds}
+
+
+def stats(seconds: list[float]) -> dict:
+    """Timing statistics of timed rounds, as :func:`time_record` reports pytest-benchmark's: ``mean``,
+    ``median``, ``min``, ``stddev`` (the sample standard deviation, 0 for one round) and ``rounds``."""
+    import statistics
+
+    return {"mean": statistics.fmean(seconds), "median": statistics.median(seconds), "min": min(seconds),
+            "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0, "rounds": len(seconds)}
+
+
+def time_paired(run, reference, rounds: int, warmup: int, device: str = "cpu") -> tuple[dict, dict]:
+    """Time ``run()`` and ``reference()`` in alternation, ``warmup`` untimed rounds of each, then ``rounds``
+    timed rounds of each (``run`` first in every round): :func:`stats` of both.
+
+    Alternating keeps the two under the same conditions (a neighbour's load, frequency scaling, cache
+    state) as they change during a measurement, so their ratio is fair where absolute times are not:
+    on a shared worker of a distributed sweep.
+    """
+    import time
+
+    for _ in range(warmup):
+        run()
+        reference()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for fn, out in zip((run, reference), times):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            out.append(time.perf_counter() - start)
+    return stats(times[0]), stats(times[1])

@@ -1,0 +1,160 @@
+"""One predictor configuration measured: fit, timed prediction of every eval layer, quality on the
+eval and validation samples; the record and the graphs that were scored.
+
+:func:`measure_predictor` is the one code path of a quality measurement, whoever runs it: the serial
+benchmark (``bench/suite/bench_predictors.py``, timing with pytest-benchmark: :func:`pedantic_timer`)
+and a Ray task (timing the prediction in alternation with the dense reference on the same worker:
+:func:`paired_timer`). Only the timer differs, never the numbers of quality.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import predictors
+from bench.data.sources import dataset_id
+from bench.evaluation.prepared import Prepared
+from bench.evaluation.score import score_fitted
+from bench.execution.timing import sync
+from bench.progress import Step
+
+LONG_FIT = 5.0  # seconds: a fit at least this long leaves a line on the console
+
+#: ``timer(predict, rounds=, warmup=, views=)`` -> timing statistics of ``predict()`` (``mean``, ``median``,
+#: ``min``, ``stddev``, ``rounds``, and whatever else the timer records: the machine, a reference).
+Timer = Callable[..., dict]
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    """One configuration of a sweep: a predictor ``name`` on ``backend``, on ``dataset``."""
+
+    dataset: str
+    backend: str
+    name: str
+
+    @property
+    def rid(self) -> str:
+        """Its record's id: ``<dataset id>--<backend>--<name>``."""
+        return f"{dataset_id(self.dataset)}--{self.backend}--{self.name}"
+
+    def label(self) -> str:
+        """How the console names it: ``minilm-torch-window-w11-g1`` (the suite's test id)."""
+        return f"{self.dataset}-{self.backend}-{self.name}"
+
+
+@dataclass
+class Measured:
+    """A configuration's record (everything but its fingerprint) and its eval graphs, one per layer."""
+
+    record: dict
+    graphs: list
+
+
+def rounds_of(predictor, rounds: int) -> tuple[int, int]:
+    """``(timed rounds, warm-up rounds)``: a ceiling reads the dense scores, so its time says nothing a
+    reader compares and one round without warm-up suffices; the profile's ``rounds`` after one warm-up
+    otherwise."""
+    return (1, 0) if predictor.kind == "ceiling" else (rounds, 1)
+
+
+def measure_predictor(prep: Prepared, case: Case, *, rounds: int, device: str, timer: Timer,
+                      environment: dict) -> Measured:
+    """Fit ``case``'s predictor (seed 0) on ``prep.fit``, time its prediction of every eval layer with
+    ``timer`` (:func:`rounds_of`), score the graphs of the last timed round on the eval samples and
+    predict and score the validation samples.
+
+    Returns
+    -------
+    :class:`Measured`: the predictor record of ``case`` (the fields of
+    :func:`bench.evaluation.score.score_fitted`, ``val``, ``time`` with ``per_head_mean`` and the host,
+    the data's sizes and descriptor, ``environment``) and its graphs.
+    """
+    predictor = predictors.get(case.name, backend=case.backend, seed=0)
+    with Step(f"fit {case.name}", quiet_below=LONG_FIT):  # on the console only when it takes a while
+        predictor.fit(prep.fit, prep.fit_gold)
+    views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
+    last = {}
+
+    def predict_all_layers():
+        graphs = [predictor.predict(view, layer) for layer, view in enumerate(views)]
+        sync(device)
+        last["graphs"] = graphs  # scored below: the timed prediction is not repeated
+        return graphs
+
+    timed, warmup = rounds_of(predictor, rounds)
+    timing = timer(predict_all_layers, rounds=timed, warmup=warmup, views=views)
+    rec = score_fitted(prep, predictor, graphs=last["graphs"])
+    # Configurations are chosen on the validation samples and reported on the eval samples.
+    val = score_fitted(prep, predictor, part="val")
+    rec["val"] = {"mean": val["mean"], "per_sample": val["per_sample"], "samples": prep.val.num_samples}
+    rec["predict_seconds"] = timing["mean"]
+    heads = prep.eval.num_layers * prep.eval.num_heads
+    rec.update({
+        "kind": "predictor", "dataset": case.dataset, "dataset_descriptor": prep.data.descriptor,
+        "device": device, "eval_samples": prep.eval.num_samples, "fit_samples": prep.fit.num_samples,
+        "split": list(prep.split), "val_samples": prep.val.num_samples, "variant": predictor.variant,
+        "layers": prep.eval.num_layers, "heads": prep.eval.num_heads, "family_kind": predictor.kind,
+        "time": per_head(timing, heads),
+        "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
+        "environment": environment,
+    })
+    return Measured(rec, last["graphs"])
+
+
+def per_head(timing: dict, heads: int) -> dict:
+    """``timing`` with ``per_head_mean`` (mean / heads), in its references too."""
+    out = {**timing, "per_head_mean": timing["mean"] / heads}
+    if "reference" in timing:
+        out["reference"] = {m: per_head(t, heads) for m, t in timing["reference"].items()}
+    return out
+
+
+def pedantic_timer(benchmark) -> Timer:
+    """The serial benchmark's timer: pytest-benchmark's ``pedantic`` rounds on the driver's machine."""
+    from bench.execution.timing import time_record
+
+    def timer(predict, rounds: int, warmup: int, views) -> dict:
+        benchmark.pedantic(predict, rounds=rounds, warmup_rounds=warmup, iterations=1)
+        return {**time_record(benchmark), "engine": "serial", "host": socket.gethostname()}
+
+    return timer
+
+
+def paired_timer(device: str, reference: str, where: dict) -> Timer:
+    """A worker's timer: the prediction and the dense ``reference`` (probabilities of every eval layer,
+    as ``bench_dense.py`` times it) in alternation, on the same worker in the same task
+    (:func:`bench.execution.timing.time_paired`). ``where``: the worker's ``host`` and ``node_id``."""
+    from bench.execution.dense import dense_layer
+    from bench.execution.timing import time_paired
+
+    def timer(predict, rounds: int, warmup: int, views) -> dict:
+        def dense():
+            for view in views:
+                dense_layer(view, reference)
+
+        mine, ref = time_paired(predict, dense, rounds=rounds, warmup=warmup, device=device)
+        return {**mine, "engine": "ray", **where, "reference": {reference: ref}}
+
+    return timer
+
+
+def extra_info(rec: dict) -> dict:
+    """pytest-benchmark's ``extra_info`` of a predictor record: numbers and names only."""
+    return {"kind": "predictor", "dataset": rec["dataset"], "method": rec["name"], "family": rec["family"],
+            "backend": rec["backend"], "device": rec["device"],
+            **{f"param_{k}": v for k, v in rec["params"].items()}, **rec["mean"],
+            "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
+            "dense_flops": rec["dense_flops"], "fit_seconds": rec["fit_seconds"]}
+
+
+def score_case(prep: Prepared, case: Case, seed: int = 0) -> dict:
+    """``sparsebench score``'s record of ``case``: fit on the fit samples, quality on the eval samples
+    (:func:`bench.evaluation.score.score_predictor`), with the dataset's descriptor as ``dataset``."""
+    from bench.evaluation.score import score_predictor
+
+    rec = score_predictor(prep, predictors.get(case.name, backend=case.backend, seed=seed))
+    rec["dataset"] = prep.data.descriptor
+    return rec
