@@ -225,7 +225,8 @@ def wait_for(path: Path, text: str, proc: subprocess.Popen, seconds: float = 120
 
 @contextlib.contextmanager
 def two_node_cluster(folder: Path, env: dict):
-    """A Ray head on 127.0.0.1 and one more node, one CPU each, with their own token; yields the address.
+    """A Ray head on 127.0.0.1 and one more node, one CPU each, with their own token (``env`` names the
+    test's folder as ``RAY_TMPDIR``); yields the head's address and the environment that reaches it.
     Stopped by their process groups (SIGTERM, then SIGKILL after a bounded wait) and any process left
     under ``folder``."""
     port = free_port()
@@ -240,8 +241,8 @@ def two_node_cluster(folder: Path, env: dict):
         return nodes[-1]
 
     try:
-        head = start("head", "--head", "--port", str(port), "--include-dashboard=false", "--temp-dir",
-                     str(folder / "ray"))
+        # Its session folder goes under $RAY_TMPDIR (the test's folder), where --address auto looks too.
+        head = start("head", "--head", "--port", str(port), "--include-dashboard=false")
         wait_for(folder / "head.log", "Ray runtime started", head)
         worker = start("worker", "--address", f"127.0.0.1:{port}")
         wait_for(folder / "worker.log", "Ray runtime started", worker)
@@ -264,7 +265,12 @@ def test_the_sweep_runs_on_a_cluster_joined_by_address(tmp_path, short_tmp):
         done = suite(env, "--predictors", SHORT, "--run", "cl", "--engine", "ray",
                      "--address", address)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        scored = subprocess.run([sys.executable, "-m", "bench.cli", "score", "--dataset", "synthetic", "--samples", "6",
+                                 "--predictor", "window-w3", "--predictor", "sf-dist-r4-sp0.9", "--engine", "ray",
+                                 "--address", "auto"], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert scored.returncode == 0, scored.stderr[-3000:]
     assert not processes_with(str(short_tmp)), "a node of the test cluster outlived it"
+    assert scored.stdout.count("\n== ") == 2 and "== sf-dist-r4-sp0.9 on synthetic" in scored.stdout
     assert f"engine: ray, 2 workers (CPUs) on 2 nodes at {address}" in done.stdout
     assert re.search(r"\b3 measured by ray\b", done.stdout), done.stdout[-2000:]
     got = records(reports / "runs" / "cl")
