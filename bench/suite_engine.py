@@ -6,7 +6,8 @@
   task (:func:`bench.engine.ray_engine.run_cases`), writing each record (graphs first, then the JSON,
   both atomically, through the run's :class:`~bench.results.run_folder.RecordSlot`) as its task
   finishes. Each test then only reports it: skipped as :data:`RAY_MEASURED` (counted as measured),
-  failed with the task's error, or resumed when its record was fresh before the session.
+  failed with the task's error, or resumed when its record was fresh before the session. A Ray that
+  cannot be started or joined ends the session with one line (never a fallback to the serial engine).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 import pytest
 
 from bench.engine.measure import Case
+from bench.errors import BenchError
 from bench.progress import console
 
 #: The skip reason of a configuration measured by a Ray task of this session.
@@ -50,7 +52,10 @@ class RayEngine:
         """Skip ``case`` as measured by Ray, fail it with Ray's error, or (fresh before) let it resume."""
         if not self.ran:
             self.ran = True
-            self.run()
+            try:
+                self.run()
+            except BenchError as exc:  # Ray could not start or be joined: one line, and the session ends
+                pytest.exit(f"sparsebench: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
         outcome, text = self.outcomes.get(case.rid, (None, ""))
         if outcome == "failed":
             pytest.fail(f"{case.label()}: failed on ray: {text}", pytrace=False)

@@ -279,3 +279,13 @@ def test_the_sweep_runs_on_a_cluster_joined_by_address(tmp_path, short_tmp):
     for rec in got.values():
         assert rec["time"]["engine"] == "ray" and re.fullmatch("[0-9a-f]{56}", rec["time"]["node_id"])
         assert 0 < rec["mean"]["recall"] <= 1 and rec["time"]["reference"]["entmax15-topk"]["mean"] > 0
+
+
+@pytest.mark.slow
+def test_no_cluster_to_join_is_one_line(tmp_path, short_tmp):
+    env = env_for(tmp_path / "reports", tmp_path / "cache", short_tmp)  # $RAY_TMPDIR names no cluster
+    done = suite(env, "--predictors", "window-w3", "--run", "none", "--engine", "ray", "--address", "auto")
+    out = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR and "Traceback" not in out, out[-3000:]
+    assert re.search(r"sparsebench: could not join the Ray cluster at auto: ConnectionError: .*", out), out[-3000:]
+    assert not list((tmp_path / "reports" / "runs" / "none").glob("records/predictor/*.json"))

@@ -101,8 +101,8 @@ def connect(ray, address: str | None) -> None:
         else:
             ray.init(address=address, **common)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
-        raise BenchError(f"could not start {where}: {one_line(exc)}") from None
+        what = "start a local Ray instance" if address is None else f"join the Ray cluster at {address}"
+        raise BenchError(f"could not {what}: {one_line(exc)}") from None
 
 
 def one_line(exc: BaseException) -> str:
