@@ -11,9 +11,9 @@ import pytest
 
 from bench.engine import ray_engine
 from bench.engine.measure import Case, per_head, rounds_of
-from bench.engine.plan import plan
+from bench.engine.plan import chunk_size, chunks, plan
 from bench.errors import BenchError
-from bench.execution.timing import stats, time_paired
+from bench.execution.timing import stats, time_together
 from bench.results.records import read_record, record_path, write_json_atomic, write_record
 from bench.results.summary import summarise
 from predictors import memo
@@ -40,14 +40,15 @@ def test_configurations_sharing_projections_or_gates_are_planned_together():
     assert p.sharing(("minilm", SF))[-1].backend == "faiss"
     assert p.needs[m["window-w3"]] is None and p.needs[m["reformer-raw-b8-h2"]] is None
     assert p.needs[Case("entmax-lm", "torch", "seer-b32-top2")] == ("entmax-lm", ("seer-gates", 32, 0))
-    assert len(p.needs) == len(cases)
+    assert len(p.needs) == len(cases) and p.ceilings == set()
+    assert plan([Case("minilm", "torch", "oracle-topk")]).ceilings == {Case("minilm", "torch", "oracle-topk")}
 
 
 def test_a_plan_keeps_sweep_order_and_takes_any_key_function():
     cases = [Case("d", "torch", n) for n in ("b", "a", "c", "d")]
-    p = plan(cases, shared_fit=lambda c: {"a": 1, "b": 1, "d": 2}.get(c.name))
+    p = plan(cases, shared_fit=lambda c: {"a": 1, "b": 1, "d": 2}.get(c.name), ceiling=lambda c: c.name == "c")
     assert p.states == {("d", 1): cases[0], ("d", 2): cases[3]}
-    assert list(p.needs) == cases and p.needs[cases[2]] is None
+    assert list(p.needs) == cases and p.needs[cases[2]] is None and p.ceilings == {cases[2]}
 
 
 def test_memo_entries_move_between_processes():
@@ -79,11 +80,33 @@ def test_stats_match_pytest_benchmark():
     assert stats([0.5])["stddev"] == 0.0  # pytest-benchmark's: 0 for one round
 
 
-def test_paired_timing_alternates_after_warmup():
+def test_timing_together_alternates_runs_and_reference_after_warmup():
     calls = []
-    mine, ref = time_paired(lambda: calls.append("p"), lambda: calls.append("r"), rounds=3, warmup=1)
-    assert calls == ["p", "r"] * 4
-    assert mine["rounds"] == ref["rounds"] == 3 and mine["min"] >= 0
+    runs = [lambda: calls.append("a"), lambda: calls.append("b")]
+    mine, ref = time_together(runs, lambda: calls.append("r"), rounds=3, warmup=1)
+    assert calls == ["a", "b", "r"] * 4  # one warm-up round, then three timed rounds
+    assert [m["rounds"] for m in mine] == [3, 3] and ref["rounds"] == 3 and min(m["min"] for m in mine) >= 0
+
+
+def test_chunks_keep_dataset_state_and_timing_class_apart():
+    cases = [Case(ds, "torch", n) for ds in ("x", "y") for n in ("a1", "a2", "a3", "n1", "c1", "n2", "n3")]
+    p = plan(cases, shared_fit=lambda c: "A" if c.name.startswith("a") else None,
+             ceiling=lambda c: c.name.startswith("c"))
+    got = [[f"{c.dataset}:{c.name}" for c in chunk] for chunk in chunks(p, 2)]
+    assert got == [["x:a1", "x:a2"], ["x:a3"], ["x:n1", "x:n2"], ["x:n3"], ["x:c1"],
+                   ["y:a1", "y:a2"], ["y:a3"], ["y:n1", "y:n2"], ["y:n3"], ["y:c1"]]
+    assert sorted(c for chunk in chunks(p, 8) for c in chunk) == sorted(cases)
+
+
+def test_chunk_size_gives_every_worker_about_two_tasks(monkeypatch):
+    monkeypatch.delenv("SPARSEBENCH_RAY_CHUNK", raising=False)
+    assert [chunk_size(n, 2) for n in (1, 4, 6, 68, 400)] == [1, 1, 2, 8, 8]
+    assert chunk_size(400, 64) == 4 and chunk_size(3, 0) == 2
+    monkeypatch.setenv("SPARSEBENCH_RAY_CHUNK", "3")
+    assert chunk_size(400, 64) == 3
+    monkeypatch.setenv("SPARSEBENCH_RAY_CHUNK", "0")
+    with pytest.raises(BenchError, match="SPARSEBENCH_RAY_CHUNK='0': expected a whole number >= 1"):
+        chunk_size(4, 2)
 
 
 def test_per_head_times_reach_the_references():

@@ -155,15 +155,19 @@ def test_a_failing_configuration_is_retried_then_named_and_the_others_land(tmp_p
     (tmp_path / "fam" / "boom_family.py").write_text(BOOM)
     (tmp_path / "fam" / "boom.toml").write_text(BOOM_SWEEP + "\n[scaling]\nk = 8\n")
     log = tmp_path / "boom.log"
+    # Both configurations in one task: it fails, is split, and the one at fault is retried, then named.
     env = env_for(tmp_path / "reports", tmp_path / "cache", short_tmp, SPARSEBENCH_FAMILIES="boom_family",
-                  BOOM_LOG=str(log), PYTHONPATH=os.pathsep.join([str(tmp_path / "fam"), PY_PATH]))
+                  BOOM_LOG=str(log), PYTHONPATH=os.pathsep.join([str(tmp_path / "fam"), PY_PATH]),
+                  SPARSEBENCH_RAY_CHUNK="2")
     done = suite(env, "--predictors", "boom*", "--dataset", "synthetic", "--run", "boom", "--engine", "ray")
     out = done.stdout
     assert done.returncode == 1, out[-3000:] + done.stderr[-3000:]
     assert "ray: synthetic-torch-boom-k2-w3 failed: RuntimeError: boom at k=2" in out
     assert "synthetic-torch-boom-k2-w3: failed on ray: RuntimeError: boom at k=2" in out
     assert "configurations: 2 measured" in out and "1 failed" in out
-    assert log.read_text() == "attempt\n" * 2  # Ray retried the task once (RETRIES) before giving up
+    # The task of both, then the task of boom-k2 alone and Ray's retry of it (RETRIES) before giving up.
+    assert log.read_text() == "attempt\n" * 3
+    assert "engine: ray, 2 workers (CPUs) on 1 node, 2 configurations a task (local)" in out
     assert sorted(records(tmp_path / "reports" / "runs" / "boom")) == ["synthetic--torch--boom-k8-w3"]
 
 

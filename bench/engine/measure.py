@@ -60,33 +60,42 @@ def rounds_of(predictor, rounds: int) -> tuple[int, int]:
     return (1, 0) if predictor.kind == "ceiling" else (rounds, 1)
 
 
-def measure_predictor(prep: Prepared, case: Case, *, rounds: int, device: str, timer: Timer,
-                      environment: dict) -> Measured:
-    """Fit ``case``'s predictor (seed 0) on ``prep.fit``, time its prediction of every eval layer with
-    ``timer`` (:func:`rounds_of`), score the graphs of the last timed round on the eval samples and
-    predict and score the validation samples.
+@dataclass
+class Fitted:
+    """A configuration fitted and ready to time: ``predict()`` predicts every eval layer (``views``) and
+    keeps the graphs of its last call in ``last["graphs"]``; ``rounds``, ``warmup``: :func:`rounds_of`."""
 
-    Returns
-    -------
-    :class:`Measured`: the predictor record of ``case`` (the fields of
-    :func:`bench.evaluation.score.score_fitted`, ``val``, ``time`` with ``per_head_mean`` and the host,
-    the data's sizes and descriptor, ``environment``) and its graphs.
-    """
+    case: Case
+    predictor: object
+    views: list
+    predict: Callable[[], list]
+    last: dict
+    rounds: int
+    warmup: int
+
+
+def fit_case(prep: Prepared, case: Case, rounds: int, device: str) -> Fitted:
+    """Fit ``case``'s predictor (seed 0) on ``prep.fit``: the untimed part of a measurement."""
     predictor = predictors.get(case.name, backend=case.backend, seed=0)
     with Step(f"fit {case.name}", quiet_below=LONG_FIT):  # on the console only when it takes a while
         predictor.fit(prep.fit, prep.fit_gold)
     views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
-    last = {}
+    last: dict = {}
 
     def predict_all_layers():
         graphs = [predictor.predict(view, layer) for layer, view in enumerate(views)]
         sync(device)
-        last["graphs"] = graphs  # scored below: the timed prediction is not repeated
+        last["graphs"] = graphs  # scored afterwards: the timed prediction is not repeated
         return graphs
 
-    timed, warmup = rounds_of(predictor, rounds)
-    timing = timer(predict_all_layers, rounds=timed, warmup=warmup, views=views)
-    rec = score_fitted(prep, predictor, graphs=last["graphs"])
+    return Fitted(case, predictor, views, predict_all_layers, last, *rounds_of(predictor, rounds))
+
+
+def finish_case(prep: Prepared, fitted: Fitted, timing: dict, device: str, environment: dict) -> Measured:
+    """Score the graphs of ``fitted``'s last timed round on the eval samples, predict and score the
+    validation samples, and make the record with ``timing`` (see :func:`measure_predictor`)."""
+    predictor, case = fitted.predictor, fitted.case
+    rec = score_fitted(prep, predictor, graphs=fitted.last["graphs"])
     # Configurations are chosen on the validation samples and reported on the eval samples.
     val = score_fitted(prep, predictor, part="val")
     rec["val"] = {"mean": val["mean"], "per_sample": val["per_sample"], "samples": prep.val.num_samples}
@@ -101,7 +110,24 @@ def measure_predictor(prep: Prepared, case: Case, *, rounds: int, device: str, t
         "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
         "environment": environment,
     })
-    return Measured(rec, last["graphs"])
+    return Measured(rec, fitted.last["graphs"])
+
+
+def measure_predictor(prep: Prepared, case: Case, *, rounds: int, device: str, timer: Timer,
+                      environment: dict) -> Measured:
+    """Fit ``case``'s predictor (seed 0) on ``prep.fit``, time its prediction of every eval layer with
+    ``timer`` (:func:`rounds_of`), score the graphs of the last timed round on the eval samples and
+    predict and score the validation samples.
+
+    Returns
+    -------
+    :class:`Measured`: the predictor record of ``case`` (the fields of
+    :func:`bench.evaluation.score.score_fitted`, ``val``, ``time`` with ``per_head_mean`` and the host,
+    the data's sizes and descriptor, ``environment``) and its graphs.
+    """
+    fitted = fit_case(prep, case, rounds, device)
+    timing = timer(fitted.predict, rounds=fitted.rounds, warmup=fitted.warmup, views=fitted.views)
+    return finish_case(prep, fitted, timing, device, environment)
 
 
 def per_head(timing: dict, heads: int) -> dict:
@@ -123,22 +149,28 @@ def pedantic_timer(benchmark) -> Timer:
     return timer
 
 
-def paired_timer(device: str, reference: str, where: dict) -> Timer:
-    """A worker's timer: the prediction and the dense ``reference`` (probabilities of every eval layer,
-    as ``bench_dense.py`` times it) in alternation, on the same worker in the same task
-    (:func:`bench.execution.timing.time_paired`). ``where``: the worker's ``host`` and ``node_id``."""
+def measure_together(prep: Prepared, cases: list[Case], *, rounds: int, device: str, reference: str,
+                     where: dict, environment: dict) -> list[Measured]:
+    """A worker's measurement of ``cases`` (one timing class: :func:`rounds_of` alike): each fitted, their
+    predictions timed in alternation with the dense ``reference`` (the probabilities of every eval layer,
+    as ``bench_dense.py`` times it) on this worker in this task
+    (:func:`bench.execution.timing.time_together`), then each scored. Every record's ``time`` carries the
+    reference's timing (``reference``), ``engine: ray`` and ``where`` (the worker's ``host``, ``node_id``)."""
     from bench.execution.dense import dense_layer
-    from bench.execution.timing import time_paired
+    from bench.execution.timing import time_together
 
-    def timer(predict, rounds: int, warmup: int, views) -> dict:
-        def dense():
-            for view in views:
-                dense_layer(view, reference)
+    fitted = [fit_case(prep, c, rounds, device) for c in cases]
+    if len({(f.rounds, f.warmup) for f in fitted}) > 1:
+        raise ValueError("configurations timed together need the same rounds (ceilings apart)")
 
-        mine, ref = time_paired(predict, dense, rounds=rounds, warmup=warmup, device=device)
-        return {**mine, "engine": "ray", **where, "reference": {reference: ref}}
+    def dense():
+        for view in fitted[0].views:
+            dense_layer(view, reference)
 
-    return timer
+    mine, ref = time_together([f.predict for f in fitted], dense, rounds=fitted[0].rounds,
+                              warmup=fitted[0].warmup, device=device)
+    return [finish_case(prep, f, {**t, "engine": "ray", **where, "reference": {reference: ref}}, device, environment)
+            for f, t in zip(fitted, mine)]
 
 
 def extra_info(rec: dict) -> dict:

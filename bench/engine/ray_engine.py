@@ -2,11 +2,13 @@
 
 :func:`run_cases` puts each dataset's :class:`~bench.evaluation.prepared.Prepared` (data and gold) into
 Ray's object store once, starts one task per piece of shared fitted state (:mod:`bench.engine.plan`)
-and one task per configuration (:func:`bench.engine.tasks.run_case`, depending on its state's task),
-and hands every result to the caller as its task finishes (``ray.wait``), so a caller that writes
-records loses none it was given when the driver is interrupted. A task that raises is retried
-(:data:`RETRIES`, Ray's own retries); one that still fails is reported by configuration. Workers
-are checked to run the driver's code (:func:`bench.results.run_folder.code_version`).
+and one task per few configurations (:func:`bench.engine.tasks.run_chunk`, :func:`bench.engine.plan.chunks`;
+depending on its state's task), and hands every result to the caller as its task finishes
+(``ray.wait``), so a caller that writes records loses none it was given when the driver is
+interrupted. A task of several configurations that raises is split into tasks of one; a task of one
+that raises is retried (:data:`RETRIES`, Ray's own retries), and if it fails again its configuration is
+reported (``on_error``). Workers are checked to run the driver's code
+(:func:`bench.results.run_folder.code_version`).
 
 * No address: Ray starts here with one worker per usable core (``ray.init(address="local")``), and
   stops at the end of the sweep.
@@ -24,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.engine.measure import Case
-from bench.engine.plan import plan
-from bench.engine.tasks import Settings, fit_state, run_case
+from bench.engine.plan import chunk_size, chunks, plan
+from bench.engine.tasks import Settings, fit_state, run_chunk
 from bench.errors import BenchError
 from bench.progress import Step
 
@@ -112,11 +114,15 @@ def one_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def cluster_line(ray) -> str:
-    """``4 workers (CPUs) on 2 nodes``: what the sweep runs on."""
+def cluster(ray) -> tuple[int, int]:
+    """``(CPUs, nodes)`` of the Ray cluster the driver is connected to (alive nodes only)."""
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    cpus = int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes))
-    return f"{cpus} worker{'s' if cpus != 1 else ''} (CPUs) on {len(nodes)} node{'s' if len(nodes) != 1 else ''}"
+    return int(sum(n.get("Resources", {}).get("CPU", 0) for n in nodes)), len(nodes)
+
+
+def cluster_line(cpus: int, nodes: int) -> str:
+    """``4 workers (CPUs) on 2 nodes``: what the sweep runs on."""
+    return f"{cpus} worker{'s' if cpus != 1 else ''} (CPUs) on {nodes} node{'s' if nodes != 1 else ''}"
 
 
 def run_cases(preps: dict, cases: list[Case], settings: Settings, on_result: OnResult, on_error: OnError,
@@ -134,54 +140,84 @@ def run_cases(preps: dict, cases: list[Case], settings: Settings, on_result: OnR
 
     connect(ray, address)
     try:
+        cpus, nodes = cluster(ray)
+        size = chunk_size(len(cases), cpus)
         if on_start is not None:
-            on_start(cluster_line(ray))
-        _sweep(ray, preps, cases, settings, on_result, on_error, code_version(), show_progress)
+            on_start(cluster_line(cpus, nodes) + (f", {size} configurations a task" if size > 1 else ""))
+        sweep = _Sweep(ray, preps, cases, settings, on_result, on_error, code_version())
+        sweep.run(size, show_progress)
     finally:
         ray.shutdown()
 
 
-def _sweep(ray, preps, cases, settings, on_result, on_error, code, show_progress) -> None:
-    from ray.exceptions import RayError
+class _Sweep:
+    """The driver's loop: tasks submitted, results handed over as they finish, failed chunks split."""
 
-    task = {"num_cpus": 1, "max_retries": RETRIES, "retry_exceptions": True}
-    state_task, case_task = ray.remote(**task)(fit_state), ray.remote(**task)(run_case)
-    boxes = {ds: [ray.put(preps[ds])] for ds in dict.fromkeys(c.dataset for c in cases)}
-    p = plan(cases)
-    states = {key: state_task.remote(boxes[key[0]], case, settings) for key, case in p.states.items()}
-    pending = {case_task.remote(boxes[c.dataset], c, states.get(p.needs[c]), settings): c for c in cases}
-    try:
-        with Step("ray", total=len(cases), unit="configurations", enabled=show_progress) as step:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                case = pending.pop(done[0])
-                try:
-                    result = ray.get(done[0])
-                except RayError as exc:
-                    on_error(case, _failure(ray, exc, states.get(p.needs[case]), p.needs[case], p))
-                else:
-                    if result["code"] != code:
-                        on_error(case, f"the worker on {result['host']} runs code version {result['code']}, "
-                                 f"the driver {code}: give every node this checkout")
-                    else:
-                        on_result(case, result)
-                step.update(note=case.label())
-    except BaseException:  # an interrupt: what finished was handed over, nothing more is started
-        for ref in pending:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - finished meanwhile, or Ray already going down
-                pass
-        raise
+    def __init__(self, ray, preps, cases, settings, on_result, on_error, code):
+        from ray.exceptions import RayError
 
+        self.ray, self.settings, self.code, self.RayError = ray, settings, code, RayError
+        self.on_result, self.on_error = on_result, on_error
+        base = {"num_cpus": 1, "max_retries": RETRIES}
+        # A task of one configuration is retried when it raises; a chunk that raises is split instead,
+        # so only the configuration at fault is measured again (and named if it fails again).
+        self.single = ray.remote(**base, retry_exceptions=True)(run_chunk)
+        self.chunk = ray.remote(**base, retry_exceptions=False)(run_chunk)
+        self.boxes = {ds: [ray.put(preps[ds])] for ds in dict.fromkeys(c.dataset for c in cases)}
+        self.plan = plan(cases)
+        state_task = ray.remote(**base, retry_exceptions=True)(fit_state)
+        self.states = {key: state_task.remote(self.boxes[key[0]], case, settings)
+                       for key, case in self.plan.states.items()}
+        self.pending: dict = {}
 
-def _failure(ray, exc, state_ref, key, p) -> str:
-    """Why a configuration's task failed: its own error, or that of the shared fit it depended on."""
-    from ray.exceptions import RayError
+    def submit(self, cases: list[Case]) -> None:
+        state = self.states.get(self.plan.needs[cases[0]])
+        task = self.single if len(cases) == 1 else self.chunk
+        self.pending[task.remote(self.boxes[cases[0].dataset], cases, state, self.settings)] = cases
 
-    if state_ref is not None:
+    def run(self, size: int, show_progress: bool) -> None:
+        for group in chunks(self.plan, size):
+            self.submit(group)
+        total = len(self.plan.needs)
         try:
-            ray.get(state_ref)
-        except RayError as state_exc:
-            return f"its shared fit ({p.states[key].name} trains it) failed: {one_line(state_exc)}"
-    return one_line(exc)
+            with Step("ray", total=total, unit="configurations", enabled=show_progress) as step:
+                while self.pending:
+                    done, _ = self.ray.wait(list(self.pending), num_returns=1)
+                    cases = self.pending.pop(done[0])
+                    step.update(self.settle(done[0], cases), note=cases[-1].label())
+        except BaseException:  # an interrupt: what finished was handed over, nothing more is started
+            for ref in self.pending:
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - finished meanwhile, or Ray already going down
+                    pass
+            raise
+
+    def settle(self, ref, cases: list[Case]) -> int:
+        """Hand over the results of a finished task; the number of configurations it settled."""
+        try:
+            results = self.ray.get(ref)
+        except self.RayError as exc:
+            if len(cases) > 1:
+                for case in cases:  # measured again one by one: the others land, the culprit is named
+                    self.submit([case])
+                return 0
+            self.on_error(cases[0], self._failure(exc, cases[0]))
+            return 1
+        for case, result in zip(cases, results):
+            if result["code"] != self.code:
+                self.on_error(case, f"the worker on {result['host']} runs code version {result['code']}, "
+                              f"the driver {self.code}: give every node this checkout")
+            else:
+                self.on_result(case, result)
+        return len(cases)
+
+    def _failure(self, exc, case: Case) -> str:
+        """Why a configuration's task failed: its own error, or that of the shared fit it depended on."""
+        key = self.plan.needs[case]
+        if key is not None:
+            try:
+                self.ray.get(self.states[key])
+            except self.RayError as state_exc:
+                return f"its shared fit ({self.plan.states[key].name} trains it) failed: {one_line(state_exc)}"
+        return one_line(exc)

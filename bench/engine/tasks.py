@@ -1,4 +1,4 @@
-"""What a Ray worker runs: the fit of a piece of shared state, and one configuration's measurement.
+"""What a Ray worker runs: the fit of a piece of shared state, and the measurement of a few configurations.
 
 The functions here are plain functions; :mod:`bench.engine.ray_engine` makes them Ray tasks. Every task
 pins its threads first (the session's torch threads, faiss 1: :func:`bench.env.configure_threads`), so a
@@ -14,7 +14,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from bench.engine.measure import Case, measure_predictor, paired_timer, score_case
+from bench.engine.measure import Case, measure_together, score_case
 from bench.results.gates import DEFAULT_SPEED
 
 KEEP_PREPARED = 2  # datasets a worker process keeps read (a sweep goes dataset by dataset)
@@ -77,12 +77,14 @@ def fit_state(box: list, case: Case, settings: Settings) -> dict:
     return {"entries": memo.added_since(before), "seconds": time.perf_counter() - start, **where()}
 
 
-def run_case(box: list, case: Case, state: dict | None, settings: Settings) -> dict:
-    """Measure ``case`` (``settings.work``) with the shared ``state`` installed (``None``: none needed).
+def run_chunk(box: list, cases: list[Case], state: dict | None, settings: Settings) -> list[dict]:
+    """Measure ``cases`` (``settings.work``; one dataset, one piece of shared state, one timing class:
+    :func:`bench.engine.plan.chunks`) with the shared ``state`` installed (``None``: none needed).
 
-    Returns ``{"record", "graphs", "code", "host", "node_id", "seconds"}``: the record (its fingerprint is
-    the driver's to add), the graphs' compact state (:func:`bench.results.graph_store.graphs_state`;
-    ``None`` for ``score``), the code version the worker ran, where and how long.
+    Returns one ``{"record", "graphs", "code", "host", "node_id", "seconds"}`` per case, in order: the
+    record (its fingerprint is the driver's to add), the graphs' compact state
+    (:func:`bench.results.graph_store.graphs_state`; ``None`` for ``score``), the code version the
+    worker ran, where, and the task's seconds.
     """
     from bench.env import configure_threads, environment
     from predictors import memo
@@ -93,15 +95,14 @@ def run_case(box: list, case: Case, state: dict | None, settings: Settings) -> d
     if state is not None:
         memo.install(state["entries"])
     here = where()
-    graphs = None
     if settings.work == "score":
-        record = score_case(prep, case, settings.seed)
+        done = [(score_case(prep, c, settings.seed), None) for c in cases]
     else:
         from bench.results.graph_store import graphs_state
 
-        measured = measure_predictor(prep, case, rounds=settings.rounds, device=settings.device,
-                                     timer=paired_timer(settings.device, settings.reference, here),
-                                     environment={**environment(), **threads})
-        record, graphs = measured.record, graphs_state(measured.graphs, prep.eval)
-    return {"record": record, "graphs": graphs, "code": code(), "seconds": time.perf_counter() - start, **here}
-
+        measured = measure_together(prep, cases, rounds=settings.rounds, device=settings.device,
+                                    reference=settings.reference, where=here,
+                                    environment={**environment(), **threads})
+        done = [(m.record, graphs_state(m.graphs, prep.eval)) for m in measured]
+    seconds = time.perf_counter() - start
+    return [{"record": r, "graphs": g, "code": code(), "seconds": seconds, **here} for r, g in done]

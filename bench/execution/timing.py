@@ -38,24 +38,27 @@ def stats(seconds: list[float]) -> dict:
             "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0, "rounds": len(seconds)}
 
 
-def time_paired(run, reference, rounds: int, warmup: int, device: str = "cpu") -> tuple[dict, dict]:
-    """Time ``run()`` and ``reference()`` in alternation, ``warmup`` untimed rounds of each, then ``rounds``
-    timed rounds of each (``run`` first in every round): :func:`stats` of both.
+def time_together(runs: list, reference, rounds: int, warmup: int, device: str = "cpu") -> tuple[list[dict], dict]:
+    """Time every ``run()`` of ``runs`` and ``reference()`` in alternation: ``warmup`` untimed rounds,
+    then ``rounds`` timed rounds, each round calling every run once in order, then the reference once.
+    Returns the :func:`stats` of each run and of the reference.
 
-    Alternating keeps the two under the same conditions (a neighbour's load, frequency scaling, cache
-    state) as they change during a measurement, so their ratio is fair where absolute times are not:
-    on a shared worker of a distributed sweep.
+    Alternating keeps the runs and the reference under the same conditions (a neighbour's load,
+    frequency scaling, cache state) as they change during a measurement, so a ratio to the reference is
+    fair where absolute times are not: on a shared worker of a distributed sweep. One reference round
+    per round serves all ``runs`` (a task measuring several configurations pays for one reference).
     """
     import time
 
+    fns = [*runs, reference]
     for _ in range(warmup):
-        run()
-        reference()
-    times: tuple[list[float], list[float]] = ([], [])
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        for fn, out in zip((run, reference), times):
+        for fn, out in zip(fns, times):
             start = time.perf_counter()
             fn()
             sync(device)
             out.append(time.perf_counter() - start)
-    return stats(times[0]), stats(times[1])
+    return [stats(t) for t in times[:-1]], stats(times[-1])

@@ -21,7 +21,8 @@ Finished configurations are kept as records; a second session with the same run 
 What every benchmark module shares lives here: ``config.sparsebench`` (the typed profile,
 :class:`bench.config.profiles.Profile`; the run folder; the datasets of the session; the threads), and
 the fixtures ``prepared`` (data and gold, once per session), ``fresh_record`` (a record's path, or a skip
-when this run already measured it) and ``run_environment`` (versions and threads, stored with records).
+when this run already measured it), ``run_environment`` (versions and threads, stored with records) and
+``engine`` (who measures the predictor configurations: :mod:`bench.suite_engine`).
 What the console shows (progress, the closing summary) is :mod:`bench.suite_console`.
 """
 
