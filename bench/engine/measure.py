@@ -3,8 +3,9 @@ eval and validation samples; the record and the graphs that were scored.
 
 :func:`measure_predictor` is the one code path of a quality measurement, whoever runs it: the serial
 benchmark (``bench/suite/bench_predictors.py``, timing with pytest-benchmark: :func:`pedantic_timer`)
-and a Ray task (timing the prediction in alternation with the dense reference on the same worker:
-:func:`paired_timer`). Only the timer differs, never the numbers of quality.
+and a Ray task (:func:`measure_together`: the predictions of a few configurations timed in alternation
+with the dense reference on the same worker). Both fit with :func:`fit_case` and score with
+:func:`finish_case`: only the timing differs, never the numbers of quality.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ MISSING = "--engine ray needs the 'ray' package: pip install 'sparsefinder-bench
 RETRIES = 1  # a task that raises runs once more before it counts as failed (a lost worker: Ray's default)
 PROBE_SECONDS = 5.0
 
-#: ``on_result(case, result)``: a :func:`bench.engine.tasks.run_case` result; ``on_error(case, message)``.
+#: ``on_result(case, result)``: one configuration's result of :func:`bench.engine.tasks.run_chunk`;
+#: ``on_error(case, message)``: why it has none.
 OnResult = Callable[[Case, dict], None]
 OnError = Callable[[Case, str], None]
 
