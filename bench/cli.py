@@ -6,6 +6,7 @@
     sparsebench capture MODEL OUT.safetensors            your own transformers model's Q/K/V on a corpus
     sparsebench list [--json]                            registered predictor families, kinds, parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
+                                                         (--engine ray [--address A]: as Ray tasks)
     sparsebench compare RUN --baseline FILE              regression gates against a baseline
     sparsebench rescore RUN [--write]                    recompute a run's metrics from its stored graphs
     sparsebench report RUN                               render the trade-off report of a run
@@ -72,6 +73,10 @@ def check_options(args) -> None:
         args.split = check_split(args.split.split(","))
     if command in _CACHED:
         writable(cache_root(), "cache folder")
+    if hasattr(args, "engine"):
+        from bench.engine.ray_engine import check_engine
+
+        check_engine(args.engine, args.address)
     if command == "export":
         _check_output_file(Path(args.file), "data export", "data.safetensors")
     if command == "compare" and args.update:
@@ -242,26 +247,31 @@ def cmd_list(args) -> int:
 
 def cmd_score(args) -> int:
     import predictors
+    from bench.engine.measure import Case
+    from bench.engine.scoring import score_cases
     from bench.evaluation.prepared import prepare
-    from bench.evaluation.score import score_predictor
 
-    preds = [predictors.get(name, backend=args.backend, seed=args.predictor_seed) for name in args.predictor]
+    for name in args.predictor:  # every name checked before the data is prepared
+        predictors.get(name, backend=args.backend, seed=args.predictor_seed)
+    cases = [Case(args.dataset, args.backend, name) for name in args.predictor]
     split = {} if args.split is None else {"split": args.split}
     prep = prepare(args.dataset, show_progress=not args.json, **split, **_source_options(args))
-    records = []
-    for p in preds:
-        rec = score_predictor(prep, p)
-        rec["dataset"] = prep.data.descriptor
-        records.append(rec)
+
+    def show(rec: dict) -> None:
         if not args.json:
             print(f"\n== {rec['name']} on {prep.data.name} (fit {len(prep.fit.lengths)} samples, "
                   f"eval {len(prep.eval.lengths)} samples; fit {rec['fit_seconds']:.2f} s)")
             for m in ("recall", "sparsity"):
                 _print_table(f"{m} per layer and head:", rec["per_head"][m])
             print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in rec["mean"].items()))
+
+    records, failed = score_cases(prep, cases, show, engine=args.engine, address=args.address,
+                                  threads=args.threads, seed=args.predictor_seed, show_progress=not args.json)
     if args.json:
         print(json.dumps(json_safe(records), default=_json_default))
-    return 0
+    for case, why in failed.items():
+        print(f"sparsebench: error: {case.name} failed on ray: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 COMPARE_EXIT = """exit status:
@@ -341,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictor-seed", type=int, default=0)
     p.add_argument("--split", help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--engine", default="serial", choices=("serial", "ray"),
+                   help="score the predictors one after the other here (serial), or as Ray tasks (ray)")
+    p.add_argument("--address", help="--engine ray: join the Ray cluster at auto or HOST:PORT (default: start "
+                   "Ray here, one worker per core)")
     _add_data_options(p)
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("compare", help="regression gates: a run against a committed baseline",

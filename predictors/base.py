@@ -168,6 +168,14 @@ class Predictor:
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 
+    def shared_fit(self) -> tuple | None:
+        """What of this configuration's fit other configurations share: the key (hashable, the same for
+        every configuration that reuses it, across families) of state its fit keeps in a
+        :mod:`predictors.memo` table, such as the learned projections; ``None`` (the default) when its
+        fit shares nothing. A distributed sweep trains each key once and hands the state to the
+        configurations that share it (bench/engine)."""
+        return None
+
     # -- protocol ----------------------------------------------------------------------------------
     def fit(self, data, gold) -> Predictor:
         """Fit on the fit part (an AttentionData and its Gold); records ``fit_seconds``.

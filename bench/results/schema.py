@@ -35,9 +35,12 @@ RANGES: dict[str, tuple[float, float]] = {
                            "pred_pairs", "valid_pairs", "sdpa_ratio_min", "sdpa_ratio_median", "peak_bytes",
                            "compile_seconds", "centroid_max_diff")},
 }
-# Timing statistics (bench.execution.timing.time_record): seconds, never negative.
+# Timing statistics (bench.execution.timing.time_record): seconds, never negative. A predictor's timing
+# also names who timed it (engine serial or ray) and where (host, and on Ray the node id), and one timed
+# on a Ray worker carries the dense references timed beside it in the same task ({method: timing}).
 TIMING = {"mean": "number?", "median": "number?", "min": "number?", "stddev": "number?",
-          "per_head_mean": "number?", "rounds": "int"}
+          "per_head_mean": "number?", "rounds": "int", "engine": "str", "host": "str", "node_id": "str",
+          "reference": "object"}
 # Free-form objects: descriptors, versions and predictor parameters are not metric fields.
 OPAQUE = ("dataset_descriptor", "environment", "params")
 
@@ -191,7 +194,11 @@ def _timing_problems(timing: dict, where: str) -> list[str]:
             continue
         if p := _type_problem(timing[k], typ):
             out.append(f"field '{where}.{k}' {p}")
-        elif timing[k] is not None and not (0 <= timing[k] < math.inf):
+        elif k == "reference":
+            for method, t in timing[k].items():
+                out += (_timing_problems(t, f"{where}.reference.{method}") if isinstance(t, dict)
+                        else [f"field '{where}.reference.{method}' is {_describe(t)}, expected an object"])
+        elif _is_number(timing[k]) and not (0 <= timing[k] < math.inf):
             out.append(f"field '{where}.{k}' is {timing[k]!r}, outside [0, inf)")
     return out
 

@@ -34,11 +34,13 @@ class SummaryError(BenchError):
 
 
 def _ratios(rec: dict, dense: dict) -> dict:
-    out = {}
-    for (dataset, method), d in dense.items():
-        if dataset == rec["dataset"]:
-            out[method] = rec["time"]["mean"] / d["time"]["mean"] if d["time"]["mean"] else math.nan
-    return out
+    """Prediction time over each dense reference's time on the same eval samples: the references timed
+    beside it in its own task when it carries them (a Ray worker's: the same machine, the same moment;
+    the run's dense records, timed on another machine, would make a ratio of two machines), else the
+    run's dense records of its dataset."""
+    own = rec["time"].get("reference")
+    refs = own.items() if own else [(m, d["time"]) for (ds, m), d in dense.items() if ds == rec["dataset"]]
+    return {m: rec["time"]["mean"] / t["mean"] if t["mean"] else math.nan for m, t in refs}
 
 
 def load_run(run: Path) -> dict[str, list[dict]]:

@@ -11,6 +11,8 @@ Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` d
     --run NAME           results go to reports/runs/NAME (default: the profile name)
     --fresh              discard the run's earlier records instead of resuming
     --no-scaling         skip the scaling sweep
+    --engine E           serial (default) | ray: the predictor configurations as Ray tasks (bench.suite_engine)
+    --address A          with --engine ray: join the Ray cluster at auto or HOST:PORT (default: start Ray here)
     --show-benchmark-table  print pytest-benchmark's table too (hidden: the closing summary says where
                          its JSON went)
 
@@ -20,7 +22,8 @@ Finished configurations are kept as records; a second session with the same run 
 What every benchmark module shares lives here: ``config.sparsebench`` (the typed profile,
 :class:`bench.config.profiles.Profile`; the run folder; the datasets of the session; the threads), and
 the fixtures ``prepared`` (data and gold, once per session), ``fresh_record`` (a record's path, or a skip
-when this run already measured it) and ``run_environment`` (versions and threads, stored with records).
+when this run already measured it), ``run_environment`` (versions and threads, stored with records) and
+``engine`` (who measures the predictor configurations: :mod:`bench.suite_engine`).
 What the console shows (progress, the closing summary) is :mod:`bench.suite_console`.
 """
 
@@ -51,6 +54,10 @@ def pytest_addoption(parser):
     g.addoption("--no-scaling", action="store_true", help="skip the scaling sweep")
     g.addoption("--threads", type=int, default=None, help="torch threads (default 1, see bench/env.py)")
     g.addoption("--split", default=None, help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
+    g.addoption("--engine", default="serial", choices=("serial", "ray"),
+                help="who measures the predictor configurations: serial here, or ray (tasks on Ray)")
+    g.addoption("--address", default=None,
+                help="--engine ray: join the Ray cluster at auto or HOST:PORT (default: start Ray here)")
     g.addoption("--show-benchmark-table", action="store_true",
                 help="also print pytest-benchmark's table of timings (its JSON is written either way)")
 
@@ -89,6 +96,9 @@ def _session(config) -> dict:
     from bench.results import records, run_folder
 
     check_threads(config.getoption("threads"))  # before the run folder is touched
+    from bench.engine.ray_engine import check_engine
+
+    check_engine(config.getoption("engine"), config.getoption("address"), config.getoption("device"))
     if config.getoption("device") == "cuda":
         import torch
 
@@ -235,18 +245,12 @@ def fresh_record(bench_config, prepared):
     fingerprint (the session's settings and code, and the dataset's descriptor: corpus or file hash,
     data options, split), so a resumed run measures every configuration once and never reuses a
     record of something else."""
-    from bench.results.records import record_path
-    from bench.results.run_folder import record_fingerprint, reuse_or_slot
     from bench.suite_console import RESUMED
 
     state = bench_config.sparsebench
 
     def slot_or_skip(kind: str, rid: str, dataset: str | None = None):
-        identity = {"kind": kind, "id": rid}
-        if dataset is not None:
-            identity["data"] = prepared(dataset, bench_config).data.descriptor
-        fingerprint = record_fingerprint(state["fingerprint"], identity)
-        reuse, slot = reuse_or_slot(record_path(state["run"], kind, rid), fingerprint, kind)
+        reuse, slot = record_slot(bench_config, prepared, kind, rid, dataset)
         if reuse:
             state["resumed"] += 1
             pytest.skip(RESUMED)
@@ -254,6 +258,32 @@ def fresh_record(bench_config, prepared):
         return slot
 
     return slot_or_skip
+
+
+def record_slot(config, prepared, kind: str, rid: str, dataset: str | None = None):
+    """``(fresh, slot)``: whether this run's record ``kind``/``rid`` verifies and carries this session's
+    fingerprint (with the dataset's descriptor), and its :class:`~bench.results.run_folder.RecordSlot`."""
+    from bench.results.records import record_path
+    from bench.results.run_folder import record_fingerprint, reuse_or_slot
+
+    state = config.sparsebench
+    identity = {"kind": kind, "id": rid}
+    if dataset is not None:
+        identity["data"] = prepared(dataset, config).data.descriptor
+    fingerprint = record_fingerprint(state["fingerprint"], identity)
+    return reuse_or_slot(record_path(state["run"], kind, rid), fingerprint, kind)
+
+
+@pytest.fixture(scope="session")
+def engine(request, bench_config, prepared):
+    """Who measures the predictor configurations (``--engine``, :mod:`bench.suite_engine`): ``settle(case)``
+    is nothing for the serial engine; with ``ray`` its first call measures every selected configuration on
+    Ray, and each call then skips its case as measured there, fails it with Ray's error, or lets it resume."""
+    from bench.suite_engine import make_engine
+
+    return make_engine(bench_config, request.session.items,
+                       lambda kind, rid, ds: record_slot(bench_config, prepared, kind, rid, ds),
+                       lambda ds: prepared(ds, bench_config))
 
 
 def _environment(config) -> dict:

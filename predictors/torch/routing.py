@@ -27,6 +27,7 @@ from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.kmeans import kmeans
+from predictors.projections import projection_key
 from predictors.registry import register
 from predictors.torch.reformer import PROJ_DIM, SPACE, fit_projections, space_qk
 
@@ -95,6 +96,9 @@ class RoutingKMeans(Predictor):
         super().check()
         if self.k < 1:
             raise PredictorError(f"{self.family}: clusters k must be >= 1, got {self.k}")
+
+    def shared_fit(self):
+        return projection_key(PROJ_DIM, False, self.seed) if self.space == "proj" else None
 
     def _fit(self, data, gold):
         self.projections = fit_projections(data, gold, self.seed) if self.space == "proj" else None

@@ -42,6 +42,7 @@ import math
 
 import torch
 
+from predictors import memo
 from predictors.base import Param, Predictor
 from predictors.calibration import block_pair_counts, check_target_sparsity, weighted_thresholds_below
 from predictors.errors import PredictorError
@@ -51,7 +52,7 @@ from predictors.registry import register
 GATE_DIM = 16
 STEPS = 100
 LR = 1e-2
-_CACHE: dict = {}
+_CACHE: dict = memo.table("seer-gates")  # (data, b, seed) -> maps; predictors.memo moves entries
 
 
 def pool_blocks(x: torch.Tensor, lengths: torch.Tensor, block: int, keys: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +223,9 @@ class SeerGate(Predictor):
             raise PredictorError(f"{self.family}: need b >= 1, top >= 0 and 0 <= t <= 1, got b={b}, top={top}, t={t}")
         if top == 0 and t == 0.0 and sp is None:
             raise PredictorError(f"{self.family}: select blocks by rank (top > 0) or by gate (t > 0), or both")
+
+    def shared_fit(self):
+        return ("seer-gates", self.values["b"], self.seed)  # every selection setting of one block size
 
     def _fit(self, data, gold):
         self.wq, self.wk, self.fit_kl = fit_gates(data, gold, self.values["b"], self.seed)
