@@ -6,6 +6,7 @@
     sparsebench capture MODEL OUT.safetensors            your own transformers model's Q/K/V on a corpus
     sparsebench list [--json]                            registered predictor families, kinds, parameters
     sparsebench score --dataset D --predictor NAME ...   fit on fit samples, metrics on eval samples
+                                                         (--engine ray [--address A]: as Ray tasks)
     sparsebench compare RUN --baseline FILE              regression gates against a baseline
     sparsebench rescore RUN [--write]                    recompute a run's metrics from its stored graphs
     sparsebench report RUN                               render the trade-off report of a run
@@ -72,10 +73,17 @@ def check_options(args) -> None:
         args.split = check_split(args.split.split(","))
     if command in _CACHED:
         writable(cache_root(), "cache folder")
+    if hasattr(args, "engine"):
+        from bench.engine.ray_engine import check_engine
+
+        check_engine(args.engine, args.address)
     if command == "export":
         _check_output_file(Path(args.file), "data export", "data.safetensors")
     if command == "compare" and args.update:
         _check_output_file(Path(args.baseline), "compare --update", "smoke.json")
+    if command == "compare" and args.no_intervals and not args.update:
+        raise BenchError("compare: --no-intervals says how --update writes a baseline; without --update the "
+                         "gate reads the baseline's intervals as they are")
     if command == "rescore" and args.write:
         from bench.results.rescore import run_folder
 
@@ -244,26 +252,31 @@ def cmd_list(args) -> int:
 
 def cmd_score(args) -> int:
     import predictors
+    from bench.engine.measure import Case
+    from bench.engine.scoring import score_cases
     from bench.evaluation.prepared import prepare
-    from bench.evaluation.score import score_predictor
 
-    preds = [predictors.get(name, backend=args.backend, seed=args.predictor_seed) for name in args.predictor]
+    for name in args.predictor:  # every name checked before the data is prepared
+        predictors.get(name, backend=args.backend, seed=args.predictor_seed)
+    cases = [Case(args.dataset, args.backend, name) for name in args.predictor]
     split = {} if args.split is None else {"split": args.split}
     prep = prepare(args.dataset, show_progress=not args.json, **split, **_source_options(args))
-    records = []
-    for p in preds:
-        rec = score_predictor(prep, p)
-        rec["dataset"] = prep.data.descriptor
-        records.append(rec)
+
+    def show(rec: dict) -> None:
         if not args.json:
             print(f"\n== {rec['name']} on {prep.data.name} (fit {len(prep.fit.lengths)} samples, "
                   f"eval {len(prep.eval.lengths)} samples; fit {rec['fit_seconds']:.2f} s)")
             for m in ("recall", "sparsity"):
                 _print_table(f"{m} per layer and head:", rec["per_head"][m])
             print("means: " + ", ".join(f"{k} {v:.4f}" for k, v in rec["mean"].items()))
+
+    records, failed = score_cases(prep, cases, show, engine=args.engine, address=args.address,
+                                  threads=args.threads, seed=args.predictor_seed, show_progress=not args.json)
     if args.json:
         print(json.dumps(json_safe(records), default=_json_default))
-    return 0
+    for case, why in failed.items():
+        print(f"sparsebench: error: {case.name} failed on ray: {why}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 COMPARE_EXIT = """exit status:
@@ -284,8 +297,11 @@ def cmd_compare(args) -> int:
     run = Path(args.run)
     summary = load_json(run / "summary.json" if run.is_dir() else run, "run summary", strict=False)
     if args.update:
-        write_json_atomic(Path(args.baseline), make_baseline(summary))
-        print(f"wrote baseline {args.baseline} from {run}")
+        base = make_baseline(summary, intervals=not args.no_intervals)
+        write_json_atomic(Path(args.baseline), base)
+        with_iv = sum(1 for e in base["entries"].values() if e.get("intervals"))
+        print(f"wrote baseline {args.baseline} from {run} ({len(base['entries'])} configurations, "
+              f"{with_iv} with intervals)")
         return 0
     baseline = load_baseline(Path(args.baseline))
     failures, notes = compare(summary, baseline, check_speed=not args.no_speed)
@@ -296,9 +312,11 @@ def cmd_compare(args) -> int:
     checked = len(checked_keys(summary, baseline))
     gated = ", ".join(baseline["quality"]) + ("" if args.no_speed else ", speed")
     fp = baseline["fingerprint"]
+    with_iv = sum(1 for e in baseline["entries"].values() if e.get("intervals"))
+    widened = f"; {with_iv} with the baseline's intervals as tolerances" if with_iv else ""
     print(f"{'FAILED' if failures else 'passed'}: {checked} of {len(baseline['entries'])} configurations "
           f"({gated}) against {args.baseline} (profile {fp['profile']}, datasets "
-          f"{', '.join(fp['datasets']) or 'none'}), {len(failures)} regression(s)")
+          f"{', '.join(fp['datasets']) or 'none'}), {len(failures)} regression(s){widened}")
     return 1 if failures else 0
 
 
@@ -338,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictor-seed", type=int, default=0)
     p.add_argument("--split", help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--engine", default="serial", choices=("serial", "ray"),
+                   help="score the predictors one after the other here (serial), or as Ray tasks (ray)")
+    p.add_argument("--address", help="--engine ray: join the Ray cluster at auto or HOST:PORT (default: start "
+                   "Ray here, one worker per core)")
     _add_data_options(p)
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("compare", help="regression gates: a run against a committed baseline",
@@ -347,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="a run folder (reports/runs/NAME) or its summary.json")
     p.add_argument("--baseline", required=True, help="baseline JSON (e.g. reports/baselines/smoke.json)")
     p.add_argument("--update", action="store_true",
-                   help="write the baseline from this run instead (with the run's fingerprint)")
+                   help="write the baseline from this run instead (with the run's fingerprint; per configuration "
+                   "the means over its seeds and, where the run has per-sample values, their 95%% bootstrap "
+                   "intervals over eval samples and seeds, which the gate then uses as tolerances)")
+    p.add_argument("--no-intervals", action="store_true",
+                   help="with --update: write no intervals (every metric gated by its tolerance alone)")
     p.add_argument("--no-speed", action="store_true", help="check quality only")
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("rescore", help="recompute every predictor record's metrics from its stored graphs")

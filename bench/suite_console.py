@@ -38,8 +38,9 @@ PHASES = {"bench_predictors": "predictors", "bench_dense": "dense", "bench_scali
           "bench_downstream": "downstream", "bench_sparse_exec": "sparse execution",
           "bench_gold": "gold speed", "bench_faiss_vs_torch": "FAISS vs torch"}
 DATA = "data preparation"
+RAY = "predictors on ray"  # --engine ray: the sweep's tasks, before the predictor tests report them
 SUMMARY = "summary"
-PHASE_ORDER = (DATA, *PHASES.values(), SUMMARY)
+PHASE_ORDER = (DATA, RAY, *PHASES.values(), SUMMARY)
 
 
 def phase_of(location: str) -> str:
@@ -55,8 +56,19 @@ def case_name(nodeid: str) -> str:
 
 
 def is_resumed(report) -> bool:
+    return _skipped_for(report, RESUMED)
+
+
+def is_engine_measured(report) -> bool:
+    """A configuration measured by a Ray task of this session (:data:`bench.suite_engine.RAY_MEASURED`)."""
+    from bench.suite_engine import RAY_MEASURED
+
+    return _skipped_for(report, RAY_MEASURED)
+
+
+def _skipped_for(report, reason: str) -> bool:
     longrepr = getattr(report, "longrepr", None)
-    return bool(report.skipped and isinstance(longrepr, tuple) and RESUMED in str(longrepr[-1]))
+    return bool(report.skipped and isinstance(longrepr, tuple) and reason in str(longrepr[-1]))
 
 
 def short_path(path: Path) -> str:
@@ -145,7 +157,8 @@ class SuiteConsole:
         if report.failed:
             self._item["outcome"] = "failed"
         elif report.skipped and self._item.get("outcome") is None:
-            self._item["outcome"] = "resumed" if is_resumed(report) else "skipped"
+            self._item["outcome"] = ("resumed" if is_resumed(report) else "measured" if is_engine_measured(report)
+                                     else "skipped")
         elif report.when == "call" and report.passed and self._item.get("outcome") is None:
             self._item["outcome"] = "measured"
 
@@ -175,6 +188,8 @@ class SuiteConsole:
         category, letter, word = res
         if is_resumed(report):
             category, letter, word = "resumed", "r", "RESUMED"
+        elif is_engine_measured(report):
+            category, letter, word = "measured by ray", "m", "MEASURED BY RAY"
         if config.get_verbosity() <= 0:
             letter, word = "", ""  # the status line says it (pytest's dots said nothing about what ran)
         return category, letter, word
@@ -200,13 +215,20 @@ class SuiteConsole:
     @contextlib.contextmanager
     def data_step(self, dataset: str):
         """Time a dataset's preparation (a one-time cost: not part of any configuration's time)."""
+        with self.one_time_step(DATA):
+            yield
+
+    @contextlib.contextmanager
+    def one_time_step(self, phase: str):
+        """Time a step of the session that is no configuration's own (data preparation, the Ray sweep):
+        counted under ``phase``, left out of the time of the test it runs in."""
         start = time.perf_counter()
         try:
             yield
         finally:
             seconds = time.perf_counter() - start
             self.one_time += seconds
-            self.phase_seconds[DATA] += seconds
+            self.phase_seconds[phase] += seconds
 
 
 def plugin(config) -> SuiteConsole | None:
@@ -254,6 +276,8 @@ def summary_lines(config, state: dict) -> list[str]:
              f"configurations: {len(state['measured'])} measured, {state['resumed']} resumed (same "
              f"fingerprint), {len(state['remeasured'])} measured again; {outcomes['failed']} failed, "
              f"{outcomes['skipped']} skipped"]
+    if state.get("engine_line"):
+        lines.append(state["engine_line"])
     lines += [f"  {line}" for line in state["remeasured"][:10]]
     if len(state["remeasured"]) > 10:
         lines.append(f"  ... and {len(state['remeasured']) - 10} more")

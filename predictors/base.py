@@ -15,6 +15,9 @@ Subclasses implement
 
 * ``_fit(data, gold)``: learn everything data-dependent or random, per layer and head, from the fit
   samples only (seeded by ``self.seed``); the default does nothing;
+
+A family whose graphs depend on the seed sets ``randomised = True`` (``tests/test_seeds.py`` checks
+the flag both ways: two seeds give other graphs exactly when it is set).
 * ``_predict(view, layer) -> PredictedGraph | None``: the family's own graph for a layer's eval
   Q/K (``None``: nothing beyond window and globals);
 * ``_flops(n, d) -> float``: prediction cost per head for one sample of ``n`` tokens, head dim ``d``.
@@ -88,6 +91,11 @@ class Predictor:
     kind: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     learned: ClassVar[bool] = False  # whether fit() looks at data (for the fit/eval split test)
+    # Whether the graphs depend on ``seed`` (random rotations, hashes, keys, initialisations or k-means++
+    # seeding): the suite runs such a configuration once per seed of its profile, every other once, and
+    # the report's intervals resample seeds too. Read it on an instance: a family may decide per
+    # configuration (BigBird draws random keys only when r > 0).
+    randomised: ClassVar[bool] = False
     backend: ClassVar[str] = "torch"
     # Block-level families name the parameter holding their tile size B; the records then carry the
     # tile (block) sparsity beside the token sparsity.
@@ -159,6 +167,14 @@ class Predictor:
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
+
+    def shared_fit(self) -> tuple | None:
+        """What of this configuration's fit other configurations share: the key (hashable, the same for
+        every configuration that reuses it, across families) of state its fit keeps in a
+        :mod:`predictors.memo` table, such as the learned projections; ``None`` (the default) when its
+        fit shares nothing. A distributed sweep trains each key once and hands the state to the
+        configurations that share it (bench/engine)."""
+        return None
 
     # -- protocol ----------------------------------------------------------------------------------
     def fit(self, data, gold) -> Predictor:

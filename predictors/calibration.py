@@ -10,6 +10,11 @@ For values ``x_1 <= ... <= x_M`` of one head (every valid pair of every fit samp
 predicted when its value is strictly below the threshold, the threshold is ``x_(k+1)`` with
 ``k = round((1 - sp) M)``: exactly ``k`` pairs are predicted when there are no ties at it (the fit
 sparsity is then ``1 - k / M``, within ``1 / (2M)`` of ``sp``); ``k = M`` gives ``+inf``.
+
+Block families predict whole tiles, so one value stands for many pairs: :func:`weighted_thresholds_below`
+takes a weight per value (the valid pairs of its tile, :func:`block_pair_counts`) and puts the threshold
+where the predicted weight is closest to the share ``1 - sp`` of all weight. Values ``-inf`` are always
+predicted (tiles the family keeps whatever the budget), ``+inf`` never.
 """
 
 from __future__ import annotations
@@ -62,3 +67,42 @@ def calibrate_below(data: AttentionData, sp: float,
     ``pair_values(s, n)`` (see :func:`valid_pair_values`), so per-layer work is done once."""
     return torch.stack([thresholds_below(valid_pair_values(data, layer_values(li)), sp)
                         for li in range(data.num_layers)])
+
+
+def weighted_thresholds_below(values: torch.Tensor, weights: torch.Tensor, sp: float) -> torch.Tensor:
+    """Per-head thresholds ``[H]`` for values ``[H, M]`` of weights ``[H, M]`` (or ``[M]``), predicted when
+    strictly below the threshold.
+
+    With ``W`` the total weight and ``kept(x) = sum {w_m : v_m < x}``, the threshold is the candidate ``x``
+    minimising ``|kept(x) - (1 - sp) W|``, among the finite values and ``+inf`` (the smallest such ``x``
+    on a tie: the sparser side). A threshold can only fall between distinct values, so tied values are
+    kept or left out together. Weights ``w >= 0``; an empty head gets ``+inf``.
+    """
+    heads, m = values.shape
+    if m == 0:
+        return torch.full((heads,), float("inf"))
+    w = torch.broadcast_to(weights, values.shape).double()
+    v, order = values.float().sort(dim=1)
+    w = w.gather(1, order)
+    below = w.cumsum(1) - w  # weight strictly below v[:, i] when i starts a run of ties
+    starts = torch.ones_like(v, dtype=torch.bool)
+    starts[:, 1:] = v[:, 1:] > v[:, :-1]
+    target = (1.0 - sp) * w.sum(1, keepdim=True)
+    cost = (below - target).abs().masked_fill(~starts | (v == float("-inf")), float("inf"))
+    everything = w.masked_fill(v == float("inf"), 0.0).sum(1, keepdim=True)  # kept under x = +inf
+    cost = torch.cat([cost, (everything - target).abs()], dim=1)
+    best = cost.argmin(dim=1)  # the first minimum: the smallest threshold
+    cand = torch.cat([v, torch.full((heads, 1), float("inf"))], dim=1)
+    return cand.gather(1, best[:, None]).squeeze(1)
+
+
+def block_pair_counts(n: int, block: int, causal: bool) -> torch.Tensor:
+    """Valid pairs of each ``block x block`` tile of a sample with ``n`` tokens: float64 ``[M, M]``,
+    ``M = ceil(n / block)``. Tile ``(a, b)`` holds ``r_a c_b`` pairs (``r_a``, ``c_b``: its valid rows and
+    columns); causal: the same below the diagonal, ``r_a (r_a + 1) / 2`` on it, 0 above."""
+    m = -(-n // block)
+    sizes = (n - torch.arange(m) * block).clamp(max=block).double()
+    counts = sizes[:, None] * sizes[None, :]
+    if causal:
+        counts = counts.tril(-1) + torch.diag(sizes * (sizes + 1) / 2)
+    return counts

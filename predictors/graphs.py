@@ -194,6 +194,27 @@ class KeyListGraph(PredictedGraph):
 
 
 @dataclass
+class PairGraph(PredictedGraph):
+    """Explicit pairs: ``pairs[s][h]`` is a sorted int64 tensor of ``i * n_s + j``; ``lengths`` ``[S]``.
+
+    For a user's predictor that lists its pairs (the FAISS SimHash twin once did)."""
+
+    pairs: list
+    lengths: torch.Tensor
+
+    def block_mask(self, s, i0, i1, n):
+        if n != int(self.lengths[s]):
+            raise ValueError(f"PairGraph of sample {s} holds n={int(self.lengths[s])} tokens, asked for n={n}")
+        nh = len(self.pairs[s])
+        out = torch.zeros(nh, i1 - i0, n, dtype=torch.bool)
+        for h, keys in enumerate(self.pairs[s]):
+            lo, hi = torch.searchsorted(keys, torch.tensor([i0 * n, i1 * n])).tolist()
+            sel = keys[lo:hi]
+            out[h, sel // n - i0, sel % n] = True
+        return out
+
+
+@dataclass
 class BlockGraph(PredictedGraph):
     """Block-level predictions: ``blocks`` bool ``[S, H, ceil(T/B), ceil(T/B)]`` over ``B x B`` tiles.
 

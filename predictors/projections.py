@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from predictors import memo
 from predictors.base import COMMON, Param, Predictor
 from predictors.data import AttentionData, LayerView
 from predictors.errors import PredictorError
@@ -289,7 +290,8 @@ def fit_projections(data: AttentionData, gold: Gold, r: int = 4, shared: bool = 
 
 
 # -- in-process cache --------------------------------------------------------------------------------------
-_CACHE: dict[tuple, Projections] = {}
+# Keyed by (data, r, shared, seed, training options); predictors.memo moves entries between processes.
+_CACHE: dict[tuple, Projections] = memo.table("projections")
 
 
 def _data_key(data: AttentionData) -> str:
@@ -315,6 +317,12 @@ def cached_projections(data: AttentionData, gold: Gold, r: int = 4, shared: bool
     return _CACHE[key]
 
 
+def projection_key(r: int, shared: bool, seed: int) -> tuple:
+    """:meth:`predictors.base.Predictor.shared_fit` of every predictor fitting the projections of
+    ``(r, shared, seed)`` with the default training (the Sparsefinder families, ``reformer-proj``)."""
+    return ("projections", int(r), bool(shared), int(seed))
+
+
 def clear_projection_cache() -> None:
     """Forget every memoised :class:`Projections`."""
     _CACHE.clear()
@@ -338,6 +346,7 @@ class ProjectedPredictor(Predictor):
     """
 
     learned = True
+    randomised = True  # the projections' initialisation, query order and negatives are seeded
     params = PROJECTION_PARAMS
 
     @property
@@ -361,6 +370,10 @@ class ProjectedPredictor(Predictor):
 
     def check_family(self) -> None:
         """The family's own rules on its parameter values (override); raise PredictorError."""
+
+    def shared_fit(self) -> tuple:
+        """The projections of ``(r, proj, seed)`` (:func:`projection_key`), shared by the whole sweep."""
+        return projection_key(self.values["r"], self.values["proj"] == "shared", self.seed)
 
     def _fit(self, data, gold) -> None:
         self.projections = cached_projections(data, gold, r=self.values["r"],

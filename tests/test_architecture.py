@@ -15,7 +15,7 @@ from bench.evaluation.metrics import METRICS
 ROOT = Path(__file__).resolve().parents[1]
 # Pipeline order: a stage may import itself and the stages before it (and predictors, errors, env, and
 # progress: console progress of long steps, which every stage may report).
-STAGES = ("data", "execution", "evaluation", "results", "config", "report")
+STAGES = ("data", "execution", "evaluation", "results", "engine", "config", "report")
 FOUNDATION = {"bench", "bench.errors", "bench.env", "bench.progress"}
 
 

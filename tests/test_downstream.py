@@ -282,9 +282,15 @@ def test_sparse_exec_tables():
     assert math.isnan(cross.loc["slow", "crossover_n"])
     goal = sparse_goal_frame({"sparse_exec_goal": GOAL})
     assert goal.iloc[0]["speedup_min"] == 6.5 and goal.iloc[0]["recall_minilm"] == 0.4
+    # Efficiency: 6.5 x (1 - 0.9) = 0.65 of the ideal 10x; on MiniLM 0.8 x 0.07 = 0.056.
+    assert goal.iloc[0]["efficiency_synthetic"] == pytest.approx(0.65)
+    assert goal.iloc[0]["efficiency_minilm"] == pytest.approx(0.056)
     (line,) = sparse_goal_sentences(goal)
-    assert "6.50x faster (medians: 6.00x faster) than dense entmax15-topk (meets the 5x goal)" in line
-    assert "its recall is 0.400 at sparsity 0.930 (misses recall 0.9), 1.25x slower there" in line
+    assert "6.50x faster (medians: 6.00x faster) than dense entmax15-topk, at recall 0.950 and sparsity 0.900" in line
+    assert "efficiency 0.65 of the ideal 10x (misses the goal of efficiency 0.8 at recall 0.9)" in line
+    assert "its recall is 0.400 at sparsity 0.930, 1.25x slower there, efficiency 0.06 (misses" in line
+    (line,) = sparse_goal_sentences(goal, target=0.6)
+    assert "(meets the goal of efficiency 0.6 at recall 0.9)" in line
     assert sparse_goal_frame({}).empty and sparse_exec_frame({}).empty
 
 

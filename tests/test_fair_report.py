@@ -298,3 +298,24 @@ def test_uneven_seeds_give_estimates_and_say_why():
     assert row["estimate"] == pytest.approx(0.45) and math.isnan(row["lo"])
     claim = fair.claim_table(pts, levels=[0.85], n_boot=20).iloc[0]
     assert claim["verdict"] == "not measured: no intervals" and claim["sf_recall"] == pytest.approx(0.60)
+
+
+def test_the_report_says_which_families_resample_seeds():
+    seeded = [entry(f"reformer-b{b}", "reformer", sp, r + 0.01 * s, (sp, r), seed=s, kind="hashing")
+              for b, sp, r in ((4, 0.75, 0.35), (8, 0.85, 0.25)) for s in (0, 1, 2)]
+    pts = selection.points_frame(summary(seeded, SF_DIST))
+    fronts, notes = fair.series_fronts(pts, n_boot=50)
+    assert notes == [] and {f.series: f.seeds for f in fronts} == {"reformer": 3, "sf-dist": 1}
+    readings = fair.front_readings(fronts, levels=[0.8])
+    assert dict(zip(readings["series"], readings["seeds"])) == {"reformer": 3, "sf-dist": 1}
+    table = findings.level_table(readings, "d", "bare")
+    assert sorted(table["family"]) == ["reformer (3 seeds)", "sf-dist"]
+    assert findings.interval_words(readings) == (
+        "Intervals: 95% percentile bootstrap over eval samples (paired: the same draws for every family); for the "
+        "randomised families run with 3 seeds per configuration (reformer), over eval samples and seeds jointly, "
+        "their estimate the mean over seeds.")
+    one = fair.front_readings(fair.series_fronts(selection.points_frame(summary(SF_DIST)), n_boot=20)[0])
+    assert findings.interval_words(one).endswith("; every family ran with one seed.")
+    # the estimate is the mean over seeds: reformer-b4 reads 0.35 + 0.01 * mean(0, 1, 2) at its sparsity 0.75
+    r = fair.front_readings(fronts, levels=[0.75])
+    assert r[r["series"] == "reformer"]["estimate"].iloc[0] == pytest.approx(0.36, abs=1e-12)

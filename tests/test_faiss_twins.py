@@ -330,6 +330,7 @@ def test_twins_agree_on_minilm_per_head(minilm, name):
 
 
 # -- GPU --------------------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
 @needs_gpu
 @pytest.mark.parametrize("name", ["routing-raw-k3", "reformer-raw-b6-h3", "sf-kmeans-r4-k5-top2"])
 def test_gpu_twins_give_the_cpu_codes(name):

@@ -16,7 +16,6 @@ from bench.errors import BenchError
 from bench.results.graph_store import graphs_path, read_graphs, write_graphs_atomic
 from predictors.data import AttentionData, LayerView
 from predictors.errors import PredictorError
-from predictors.faiss.simhash import PairGraph
 from predictors.graph_state import graph_from_state, graph_to_state
 from predictors.graphs import (
     BlockGraph,
@@ -25,6 +24,7 @@ from predictors.graphs import (
     FunctionGraph,
     GlobalGraph,
     KeyListGraph,
+    PairGraph,
     PredictedGraph,
     UnionGraph,
     WindowGraph,

@@ -79,6 +79,24 @@ def test_radii_with_top_keep_ties():
     assert m[2].nonzero().flatten().tolist() == [0, 2, 3]  # distances 2, 2, 1: both tied keys are kept
 
 
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 30), nbits=st.integers(1, 9), top=st.integers(1, 12),
+       h=st.integers(0, 3), block=st.integers(1, 9), causal=st.booleans())
+@FAST
+def test_radii_equal_the_sorted_rows(seed, n, nbits, top, h, block, causal):
+    # Reference: sort every query's distances to its allowed keys and take the top-th (or the last).
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.rand(1, 2, n + 2, 2, nbits, generator=gen) > 0.5  # two padding positions
+    k = torch.rand(1, 2, n + 2, 2, nbits, generator=gen) > 0.5
+    r = query_radii(q, k, torch.tensor([n]), causal=causal, h=h, top=top, block=block)
+    assert r[0, :, n:].eq(h).all()
+    for hd in range(2):
+        for t in range(2):
+            d = hamming(q[0, hd, :n, t], k[0, hd, :n, t])
+            for i in range(n):
+                row = (d[i, : i + 1] if causal else d[i]).sort().values
+                assert int(r[0, hd, i, t]) == max(h, int(row[min(top, len(row)) - 1]))
+
+
 def test_simhash_equal_codes_in_any_table():
     # Two tables of 2 bits, hand-made codes.
     q = bits([[[0, 1], [1, 1]], [[1, 0], [0, 0]]])[None, None]  # [1, 1, T=2, L=2, K=2]

@@ -30,7 +30,7 @@ def write(tmp_path, text: str) -> Path:
 
 def test_the_suite_profiles_load_typed_and_frozen():
     profiles = load_profiles(SUITE_PROFILES)
-    assert tuple(profiles) == PROFILES
+    assert tuple(profiles) == PROFILES + ("gpu",)  # the sweep profiles, then the GPU benchmarks' own
     smoke = profiles["smoke"]
     assert smoke.name == "smoke" and smoke.datasets == ("minilm",) and smoke.rounds == 2
     assert smoke.data == DataOptions(samples=8, length=128) and smoke.data.options() == {"samples": 8, "length": 128}
@@ -92,3 +92,49 @@ def test_missing_keys_unknown_profiles_and_bad_files(tmp_path):
         load_profile(write(tmp_path, "[tiny\n"), "tiny")
     with pytest.raises(BenchError, match="cannot read the profiles file"):
         load_profile(tmp_path / "absent.toml", "tiny")
+
+
+def test_seeds_of_the_profiles_and_their_default(tmp_path):
+    profiles = load_profiles(SUITE_PROFILES)
+    assert [profiles[p].seeds for p in PROFILES] == [(0,), (0, 1, 2), (0, 1, 2, 3, 4)]
+    assert load_profile(write(tmp_path, MINIMAL), "tiny").seeds == (0,)
+    assert load_profile(write(tmp_path, MINIMAL + "seeds = [3, 0]\n"), "tiny").seeds == (3, 0)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("seeds = []", r"key 'seeds' must be a non-empty list of integers >= 0, got \[\]"),
+    ("seeds = [0, -1]", r"key 'seeds' must be a non-empty list of integers >= 0, got \[0, -1\]"),
+    ("seeds = [0, 1, 1]", r"key 'seeds' lists a seed twice: \[0, 1, 1\]"),
+    ("seeds = [1, 2]", r"key 'seeds' must hold seed 0 \(the seed of every configuration that is not randomised\)"),
+    ("seeds = [0, 1.5]", r"key 'seeds\[1\]' must be an int, got float 1.5"),
+])
+def test_bad_seeds_name_the_key_and_the_profile(tmp_path, line, message):
+    with pytest.raises(BenchError, match=f"profile 'tiny': {message}"):
+        load_profile(write(tmp_path, MINIMAL + line + "\n"), "tiny")
+
+
+def test_the_seeds_option_overrides_the_profile(tmp_path):
+    from bench.config.profiles import seeds_option
+
+    p = load_profile(write(tmp_path, MINIMAL + "seeds = [0, 1, 2]\n"), "tiny")
+    assert seeds_option(None, p) == (0, 1, 2) and seeds_option("0,7", p) == (0, 7)
+    with pytest.raises(BenchError, match=r"--seeds must be integers, comma separated \(e.g. 0,1,2\), got '0,a'"):
+        seeds_option("0,a", p)
+    with pytest.raises(BenchError, match="--seeds must hold seed 0"):
+        seeds_option("1,2", p)
+
+
+def test_randomised_configurations_run_once_per_seed_the_others_once():
+    from bench.config.sweeps import configuration_seeds, seeded_names
+    from bench.results.seeds import record_id, seed_suffix
+
+    assert configuration_seeds("reformer-raw-b4-h2", (0, 1, 2)) == (0, 1, 2)
+    assert configuration_seeds("window-w3", (0, 1, 2)) == (0,)
+    assert configuration_seeds("bigbird-r0", (0, 1)) == (0,) and configuration_seeds("bigbird-r1", (0, 1)) == (0, 1)
+    assert configuration_seeds("routing-raw-k4", (0, 1), backend="faiss") == (0, 1)
+    assert seeded_names(["window-w3", "sf-kmeans-r4-k4-top1", "oracle-topk-k4"], (0, 3)) == [
+        ("window-w3", 0), ("sf-kmeans-r4-k4-top1", 0), ("sf-kmeans-r4-k4-top1", 3), ("oracle-topk-k4", 0)]
+    # Seed 0 keeps the id records had before seeds existed; another seed adds its suffix.
+    assert record_id("minilm", "torch", "sf-kmeans-r4-k4-top1") == "minilm--torch--sf-kmeans-r4-k4-top1"
+    assert record_id("minilm", "faiss", "routing-raw-k4", 2) == "minilm--faiss--routing-raw-k4--seed2"
+    assert (seed_suffix(0, "-"), seed_suffix(4, "-")) == ("", "-seed4")

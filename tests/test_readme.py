@@ -38,6 +38,8 @@ RUN_BY = {
     "tox -e bench -- --dataset file:my.safetensors --predictors sf-*,window*":
         "tests/test_readme.py::test_bench_on_a_file_dataset_then_its_report",
     "tox -e report -- reports/runs/default": "tests/test_report.py::test_render_writes_every_output",
+    "tox -e bench -- --profile smoke --seeds 0,1":
+        "tests/test_suite_seeds.py::test_two_seeds_run_randomised_configurations_twice_and_keep_the_ids_of_seed_zero",
     # "Benchmark your own model": the capture command on a model folder (a tiny one in the test), then the
     # file dataset's bench run and its report.
     "tox exec -e test -- sparsebench capture path/to/model my.safetensors --samples 16 --length 256":
@@ -51,6 +53,32 @@ RUN_BY = {
         "tests/test_toy_family.py::test_a_family_of_ones_own_is_listed_scored_and_benchmarked",
     "pytest -c bench/suite/pytest.ini bench/suite --profile smoke --predictors toy* --run toy --no-scaling":
         "tests/test_toy_family.py::test_a_family_of_ones_own_is_listed_scored_and_benchmarked",
+    # "On a lent GPU": the preparation on a fake checkout (nothing downloaded), the unpacking of the archive
+    # that the GPU script packs (on the CPU, where it measures nothing).
+    "bash bench/suite/gpu_prepare.sh":
+        "tests/test_gpu_bench.py::test_gpu_prepare_splits_faiss_gpu_so_that_each_call_fits",
+    "tar xzf FILES_AT/gpu-run.tar.gz -C reports/":
+        "tests/test_gpu_bench.py::test_the_gpu_script_skips_cleanly_on_the_cpu_and_packs_its_log",
+    # "On a Ray cluster": the local engine, sparsebench score on Ray, and the cluster recipe (Slurm's lines
+    # included) as the cluster test runs it on one machine: a head, one more node, the driver by address.
+    "tox -e bench -- --engine ray": "tests/test_engine_ray.py::test_ray_gives_the_serial_quality_bit_for_bit",
+    "tox exec -e test -- sparsebench score --dataset minilm --predictor sf-kmeans-r4-k8-top1 --predictor "
+    "window-w11-g1 --engine ray": "tests/test_engine_ray.py::test_score_runs_many_predictors_as_ray_tasks",
+    **dict.fromkeys([
+        "tox -e bench -- --engine ray --address auto",
+        "tox -e bench -- --engine ray --address 10.0.0.1:6379",
+        "export PATH=$PWD/.tox/test/bin:$PATH RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(python -c import secrets; "
+        "print(secrets.token_hex(16)))",
+        "nodes=($(scontrol show hostnames $SLURM_JOB_NODELIST))",
+        "head_ip=$(srun --nodes=1 --ntasks=1 -w ${nodes[0]} hostname --ip-address)",
+        "srun --nodes=1 --ntasks=1 -w ${nodes[0]} ray start --head --node-ip-address=$head_ip --port=6379 "
+        "--num-cpus=$SLURM_CPUS_PER_TASK --block &",
+        "sleep 10",
+        "srun --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks=$((SLURM_JOB_NUM_NODES - 1)) --exclude=${nodes[0]} ray "
+        "start --address=$head_ip:6379 --num-cpus=$SLURM_CPUS_PER_TASK --block &",
+        "sleep 30",
+        "tox -e bench -- --engine ray --address $head_ip:6379",
+    ], "tests/test_engine_ray.py::test_the_sweep_runs_on_a_cluster_joined_by_address"),
 }
 
 #: Options a cheap command gets here so that it takes seconds (the README's sizes are the defaults).

@@ -113,14 +113,41 @@ def write_tiny_run(run: Path) -> None:
     pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
 
 
+def write_tiny_gpu_run(run: Path) -> None:
+    """A GPU run's summary.json: AdaSplash against one predictor's sparse execution, which beats it from n = 4096
+    (4 ms against 5 ms there, 2x faster at n = 8192)."""
+    def rec(n, backend, method, dtype, t):
+        return {"kind": "gpu", "n": n, "backend": backend, "method": method, "dtype": dtype, "device": "cuda",
+                "device_name": "NVIDIA H200", "time": {"mean": t, "min": t}, "sparsity": 0.9}
+    ada = {1024: 1e-3, 4096: 5e-3, 8192: 2e-2}
+    sparse = {1024: 2e-3, 4096: 4e-3, 8192: 1e-2}
+    gpu = [rec(n, "dense", "adasplash", "float16", t) for n, t in ada.items()]
+    gpu += [rec(n, "sparse", "sf-kmeans-r4-k8-top1", "float32", t) for n, t in sparse.items()]
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"environment": {}, "gpu": gpu, "gpu_twins": []}))
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    """The tiny run rendered once (about 10-30 s: a Jupyter kernel starts and draws every figure)."""
+    """The tiny run rendered once (about 10-30 s: a Jupyter kernel starts and draws every figure), with a GPU
+    run beside it for the GPU section."""
     base = tmp_path_factory.mktemp("report")
     run = base / "runs" / "tiny-run"
     write_tiny_run(run)
-    paths = render.render(run, notebooks=[TEMPLATE])
+    write_tiny_gpu_run(base / "gpu")
+    paths = render.render(run, notebooks=[TEMPLATE], parameters={"gpu_run_dir": str(base / "gpu")})
     return run, run / "report", paths
+
+
+@pytest.mark.slow
+def test_report_has_the_gpu_section(rendered):
+    _, out, _ = rendered
+    readme = (out / "README.md").read_text()
+    sentence = ("- sf-kmeans-r4-k8-top1: predicted sparse execution (prediction included) beats AdaSplash from "
+                "n = 4096 (2x faster than AdaSplash at n = 8192; sparsity 0.900 at n = 8192).")
+    assert sentence in readme and readme.index(sentence) < readme.index("## Run and environment")  # a key finding
+    assert "## On the GPU" in readme and "on NVIDIA H200: 6 attention records" in readme
+    assert (out / "figures" / "gpu-times.png").is_file() and (out / "tables" / "gpu-crossover-adasplash.csv").is_file()
 
 
 @pytest.mark.slow
@@ -136,7 +163,8 @@ def test_render_writes_every_output(rendered):
             assert f"figures/{fig}.png" in names
     assert "figures/fronts-recall--tiny2--helped.png" not in names  # tiny2 has no helped family
     assert "figures/scaling.png" in names
-    assert {"tables/front-readings.csv", "tables/paper-claim.csv", "tables/crossover-entmax15-topk.csv"} <= names
+    assert {"tables/front-readings.csv", "tables/paper-claim.csv", "tables/crossover-entmax15-topk.csv",
+            "tables/grid-gaps.csv"} <= names
     for p in paths:
         assert p.is_file() and p.stat().st_size > 0, p
         if p.suffix == ".png":
@@ -194,6 +222,7 @@ def test_report_answers_the_questions(rendered):
     assert "256.0" not in crosscsv and ",256," in crosscsv
     # Findings first, then the environment (with the corpus hash); every figure has its caption.
     assert readme.index("## Key findings") < readme.index("## Run and environment") < readme.index("## Figures")
+    assert readme.index("## Run and environment") < readme.index("## Grid density") < readme.index("## Figures")
     assert html.index("Key findings") < html.index("Run and environment")
     assert "c0ffee" * 10 + "abcd" in html and "c0ffee" * 10 + "abcd" in readme
     manifest = json.loads((out / "report.manifest.json").read_text())

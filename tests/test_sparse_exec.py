@@ -128,6 +128,19 @@ def test_queries_without_keys_get_zero_output_and_are_counted():
     assert st.sparsity.item() == 1.0 and st.empty_rows.item() == 20
 
 
+@pytest.mark.parametrize("matched", [False, True])
+def test_several_codes_and_no_shared_code_anywhere_give_zero_rows(matched):
+    # Three codes per query, none held by any key (queries 0-2, keys 3-5): the code-candidates path has no
+    # candidate in any row; every row is empty and its output 0, as in the reference.
+    q, k, v, lengths = data(s=1, h=2, t=2, ragged=False)
+    qc = torch.tensor([0, 1, 2]).expand(1, 2, 2, 3)
+    g = CodeGraph(qc, qc + 3, 6, matched)
+    for fn in (masked_entmax_attention, sparse_entmax_attention):
+        st = ExecStats.zeros(1, 2)
+        out = fn(q, k, v, lengths, False, 0.5, g, stats=st)
+        assert out.abs().max() == 0 and st.empty_rows.sum().item() == 4 and st.pred_pairs.sum().item() == 0
+
+
 def test_restricted_probabilities_are_entmax_over_exactly_the_predicted_pairs():
     # One query, keys {0, 2} predicted: the output is entmax15 over those two scores only.
     q, k, v, lengths = data(s=1, h=1, t=4, ragged=False)
@@ -318,6 +331,7 @@ def test_dense_references_agree(causal):
         dense_attention(q[0], k[0], v[0], causal, 0.3, "flash")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path is not exercised")
 def test_cuda_matches_cpu():  # pragma: no cover - CPU-only CI
     q, k, v, lengths = data(t=130)

@@ -57,6 +57,7 @@ class Profile:
     downstream_predictors: str = ""  # glob(s), comma separated (a TOML list is joined with commas)
     downstream_samples: int | None = None
     paper_helper: bool = False  # also run every learned, hashing and block configuration with w3-g1
+    seeds: tuple[int, ...] = (0,)  # randomised configurations run once per seed, the others with seed 0
     downstream_rounds: int = 1
     sparse_exec_n: tuple[int, ...] = ()
     sparse_exec_predictors: tuple[str, ...] = ()
@@ -66,6 +67,19 @@ class Profile:
     sparse_exec_goal_n: int | None = None
     sparse_exec_goal_length: int = 512
     sparse_exec_goal_samples: int = 16
+    # The GPU benchmarks (bench_gpu.py); empty gpu_n: none. ``device``: the --device the profile needs.
+    device: str | None = None
+    gpu_n: tuple[int, ...] = ()
+    gpu_heads: int = 16
+    gpu_head_dim: int = 64
+    gpu_causal: bool = True
+    gpu_dtypes: tuple[str, ...] = ("float16", "bfloat16")
+    gpu_dense: tuple[str, ...] = ()
+    gpu_dense_max: Mapping[str, int] = field(default_factory=_empty)
+    gpu_predictors: tuple[str, ...] = ()
+    gpu_twins: tuple[str, ...] = ()
+    gpu_warmup_n: int = 1024
+    gpu_quality_n: int = 4096
 
 
 # Keys whose TOML value may take a second, equivalent form.
@@ -139,6 +153,8 @@ def load_profiles(path: Path) -> dict[str, Profile]:
             raise BenchError(f"{where} must be a table, got {type(table).__name__}")
         out[name] = _build(Profile, table, where, name=name)
         _check_data(out[name].data, where)
+        _check_gpu(out[name], where)
+        _check_seeds(out[name].seeds, where)
     return out
 
 
@@ -148,6 +164,68 @@ def _check_data(data: DataOptions, where: str) -> None:
 
     try:
         check_data_options(data.samples, data.length, where="data.")
+    except BenchError as exc:
+        raise BenchError(f"{where}: {exc}") from None
+
+
+GPU_DTYPES = ("float16", "bfloat16")
+DEVICES = ("cpu", "cuda")
+
+
+def _check_gpu(prof: Profile, where: str) -> None:
+    """The GPU keys of a profile: known methods and dtypes, lengths AdaSplash can take (powers of two from
+    64: it needs no padding mask then), a GPU benchmark only in a profile that asks for ``--device cuda``."""
+    from bench.execution.gpu_attention import GPU_DENSE
+
+    if prof.device is not None and prof.device not in DEVICES:
+        raise BenchError(f"{where}: key 'device' must be one of {', '.join(DEVICES)}, got {prof.device!r}")
+    if prof.gpu_n and prof.device != "cuda":
+        raise BenchError(f"{where}: gpu_n is set, so the profile needs device = \"cuda\"")
+    bad = [n for n in prof.gpu_n + (prof.gpu_warmup_n,) if n < 64 or n & (n - 1)]
+    if bad:
+        raise BenchError(f"{where}: gpu lengths must be powers of two >= 64 (AdaSplash's kernel), got {bad[0]}")
+    for key, values, known in (("gpu_dtypes", prof.gpu_dtypes, GPU_DTYPES), ("gpu_dense", prof.gpu_dense, GPU_DENSE),
+                               ("gpu_dense_max", tuple(prof.gpu_dense_max), GPU_DENSE)):
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            raise BenchError(f"{where}: {key} has {unknown[0]!r}; known: {', '.join(known)}")
+    if prof.gpu_heads < 1 or prof.gpu_head_dim not in (16, 32, 64, 128, 256):
+        raise BenchError(f"{where}: gpu_heads must be >= 1 and gpu_head_dim one of 16, 32, 64, 128, 256 "
+                         f"(AdaSplash's head dimensions), got {prof.gpu_heads} and {prof.gpu_head_dim}")
+
+
+def check_seeds(seeds, what: str = "seeds") -> tuple[int, ...]:
+    """``seeds`` as a tuple when it is a list of distinct integers >= 0 that holds 0, else a BenchError.
+
+    Seed 0 is the reference: every configuration that is not randomised runs with it, and its records keep
+    the ids they had before seeds were added (``bench.results.seeds.record_id``).
+    """
+    out = tuple(seeds)
+    bad = [s for s in out if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad or not out:
+        raise BenchError(f"{what} must be a non-empty list of integers >= 0, got {list(out)}")
+    if len(set(out)) != len(out):
+        raise BenchError(f"{what} lists a seed twice: {list(out)}")
+    if 0 not in out:
+        raise BenchError(f"{what} must hold seed 0 (the seed of every configuration that is not randomised), "
+                         f"got {list(out)}")
+    return out
+
+
+def seeds_option(text: str | None, profile: Profile) -> tuple[int, ...]:
+    """The seeds of a run: ``--seeds 0,1,2`` (comma separated) when given, else the profile's."""
+    if text is None:
+        return profile.seeds
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise BenchError(f"--seeds must be integers, comma separated (e.g. 0,1,2), got {text!r}") from None
+    return check_seeds(seeds, "--seeds")
+
+
+def _check_seeds(seeds: tuple[int, ...], where: str) -> None:
+    try:
+        check_seeds(seeds, "key 'seeds'")
     except BenchError as exc:
         raise BenchError(f"{where}: {exc}") from None
 

@@ -152,3 +152,18 @@ def configuration_name(family: str, values: dict, backend: str = "torch") -> str
         raise BenchError(f"sweep file {sweep_file(family)}: {values} is named {name}, which reads back as other "
                          "values (names keep six significant digits)")
     return name
+
+
+def configuration_seeds(name: str, seeds, backend: str = "torch") -> tuple[int, ...]:
+    """The seeds configuration ``name`` runs with: every one of ``seeds`` (a profile's, checked by
+    :func:`bench.config.profiles.check_seeds`) when its graphs depend on the seed
+    (``Predictor.randomised``), else seed 0 alone (the same graphs whatever the seed)."""
+    import predictors
+
+    return tuple(seeds) if predictors.get(name, backend=backend).randomised else (0,)
+
+
+def seeded_names(names, seeds, backend: str = "torch") -> list[tuple[str, int]]:
+    """``(name, seed)`` of every configuration of ``names`` and each of its :func:`configuration_seeds`,
+    the seeds of one configuration together, in the order of ``seeds``."""
+    return [(n, s) for n in names for s in configuration_seeds(n, seeds, backend)]

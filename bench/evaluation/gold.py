@@ -56,7 +56,8 @@ def layer_gold(view: LayerView, block: int = 256, progress=None, layer: int | No
 
     ``view.q``, ``view.k`` are ``[S, H, T, D]``. Memory is ``O(H * block * n)``. Scores that are not finite
     in float32 (finite Q and K whose products overflow) are a DataError naming ``layer``, sample, head and
-    query: no support is defined for them.
+    query: no support is defined for them. The work runs on the device of ``view.q`` (the GPU benchmark
+    times it on CUDA); ``counts`` are on the CPU, ``cols`` and ``probs`` on that device.
     """
     s_count, nh, t, _ = view.q.shape
     counts = torch.zeros(s_count, nh, t, dtype=torch.int64)
@@ -68,14 +69,16 @@ def layer_gold(view: LayerView, block: int = 256, progress=None, layer: int | No
         per_head_probs = [[] for _ in range(nh)]
         k = view.k[s, :, :n]
         # One allocation a sample, not a block: fresh pages cost as much as the product at n = 2048-4096.
-        buffer, work = torch.empty(nh * min(block, n) * n), torch.empty(nh * min(block, n) * n // 2)
+        dev = view.q.device
+        buffer = torch.empty(nh * min(block, n) * n, device=dev)
+        work = torch.empty(nh * min(block, n) * n // 2, device=dev)
         for i0 in range(0, n, block):
             i1 = min(n, i0 + block)
             scores = block_scores(view.q[s, :, i0:i1], k, view.scale, out=buffer)
             if not bool(torch.isfinite(scores).all()):
                 raise _overflow(scores, layer, s, i0)
             if view.causal:
-                scores = mask_scores(scores, allowed_keys(i0, i1, n, True))
+                scores = mask_scores(scores, allowed_keys(i0, i1, n, True, device=dev))
             counts[s, :, i0:i1], cols, probs = block_support(scores, view.alpha, work)
             # Rows (h, i) come in row-major order: split by head, so the layer's rows end up (s, h, i).
             sizes = counts[s, :, i0:i1].sum(-1).tolist()

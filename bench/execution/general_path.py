@@ -145,7 +145,10 @@ def thresholds(groups, zo, rowmax, pos, ncols) -> torch.Tensor:
             cand[p_rows, p_cols, :k] = vals
             if k < g.s.shape[1]:  # a member with fewer than k real entries is complete (its k-th is -GAP)
                 kth[p_rows, p_cols] = torch.where(vals[:, -1] > -GAP, vals[:, -1], -math.inf)
-        tau, _ = threshold15(torch.cat([cand.view(nrows, -1), zo], -1).sort(dim=-1, descending=True).values)
+        entries = torch.cat([cand.view(nrows, -1), zo], -1)
+        if entries.shape[1] == 0:  # no row shares a code with any key, and no other part: nothing to keep
+            return torch.zeros(nrows, 1, dtype=zo.dtype, device=zo.device)
+        tau, _ = threshold15(entries.sort(dim=-1, descending=True).values)
         if not bool((kth > tau).any(-1).any()):
             return tau
         grow *= 2

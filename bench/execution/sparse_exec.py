@@ -44,8 +44,8 @@ Two implementations compute it:
 
 Both take ``q``, ``k``, ``v`` ``[S, H, T, D]`` (padding at the end, ``lengths`` ``[S]``) and return
 ``out`` ``[S, H, T, Dv]`` in float32, with zero rows for padding queries. Both are plain PyTorch and
-run on any torch device (no custom kernel); only the CPU is benchmarked here, and the tests of a CUDA
-device skip where there is none.
+run on any torch device (no custom kernel); ``bench_sparse_exec.py`` benchmarks them on the CPU,
+``bench_gpu.py`` on a lent GPU (``--profile gpu``), and the tests of a CUDA device skip where there is none.
 
 Which of the strategies above runs is the graph's plan (:func:`bench.execution.plan.sparse_plan`); a
 graph it cannot execute sparsely (another part type, or several codes per query with alpha other

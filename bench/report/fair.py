@@ -28,7 +28,7 @@ from bench.report.series import is_reference
 
 WINDOW = (0.8, 0.99)
 READING_COLUMNS = ["dataset", "variant", "series", "reference", "metric", "statistic", "level", "estimate", "lo",
-                   "hi", "covered", "selected_on", "intervals", "configurations", "selected", "front"]
+                   "hi", "covered", "selected_on", "intervals", "seeds", "configurations", "selected", "front"]
 
 
 @dataclass
@@ -38,7 +38,9 @@ class SeriesFront:
     ``full``: ``[1, K, 2]`` eval means (sparsity, ``y``) of the ``K`` configurations ``names`` (sorted);
     ``reps``: ``[B, K, 2]`` the same in each bootstrap replicate; ``intervals``: whether the replicates
     resample real per-sample values (False: ``B = 1``, estimates only); ``selected_on``: validation or eval;
-    ``configurations``: how many the series has in this variant before selection.
+    ``configurations``: how many the series has in this variant before selection; ``seeds``: the seeds
+    per selected configuration (more than 1 for a randomised family run with several: its estimates are
+    means over seeds, and its replicates resample seeds too).
     """
 
     dataset: str
@@ -51,6 +53,7 @@ class SeriesFront:
     intervals: bool
     selected_on: str
     configurations: int
+    seeds: int = 1
 
     @property
     def front(self) -> tuple[np.ndarray, np.ndarray, list]:
@@ -85,7 +88,8 @@ def series_fronts(points: pd.DataFrame, y: str = "recall", n_boot: int = 1000,
             notes.append(f"{ds}: {NO_SAMPLES} (estimates only).")
         if not intervals[ds]:
             means = claims.family_means(_collapse(g, y), 1, seed, y)
-        out += [_front(selection, key, value, y, intervals[ds]) for key, value in means.items()]
+        seeds = g.groupby(["variant", "family", "name"]).size().groupby(level=[0, 1]).max()
+        out += [_front(selection, key, value, y, intervals[ds], int(seeds[key[1:]])) for key, value in means.items()]
     return out, notes
 
 
@@ -97,13 +101,13 @@ def _collapse(frame: pd.DataFrame, y: str) -> pd.DataFrame:
     return rows.reset_index().assign(seed=np.nan)
 
 
-def _front(selection: pd.DataFrame, key: tuple, value: tuple, y: str, intervals: bool) -> SeriesFront:
+def _front(selection: pd.DataFrame, key: tuple, value: tuple, y: str, intervals: bool, seeds: int) -> SeriesFront:
     ds, variant, series = key
     full, reps, names = value
     here = selection[(selection["dataset"] == ds) & (selection["series"] == series)]
     here = here if is_reference(series) else here[here["variant"] == variant]
     return SeriesFront(ds, variant, series, y, list(names), full, reps, intervals,
-                       str(here["selected_on"].iloc[0]) if len(here) else "", len(here))
+                       str(here["selected_on"].iloc[0]) if len(here) else "", len(here), seeds)
 
 
 def _interval(reps: np.ndarray, intervals: bool, confidence: float) -> tuple[float, float]:
@@ -115,7 +119,8 @@ def front_readings(fronts: list[SeriesFront], levels=LEVELS, window=WINDOW, conf
 
     ``statistic`` is ``at <level>`` (``level`` set; ``estimate`` the reading, NaN outside the front) or
     ``area`` (the mean of the front over the covered part of ``window``, ``covered`` its share); ``lo``,
-    ``hi`` the percentile interval (NaN without per-sample values); ``configurations`` and ``selected``
+    ``hi`` the percentile interval (NaN without per-sample values); ``intervals`` what it resamples
+    (``bootstrap``: eval samples, and seeds too where ``seeds`` > 1; ``none``); ``configurations`` and ``selected``
     how many the series has and how many were selected; ``front`` the configurations on the reported
     front, ``;``-separated.
     """
@@ -127,6 +132,7 @@ def front_readings(fronts: list[SeriesFront], levels=LEVELS, window=WINDOW, conf
         auc, cov = auc_batch(fx, fy, *window)
         base = {"dataset": f.dataset, "variant": f.variant, "series": f.series, "reference": is_reference(f.series),
                 "metric": f.y, "selected_on": f.selected_on, "intervals": "bootstrap" if f.intervals else "none",
+                "seeds": f.seeds,
                 "configurations": f.configurations, "selected": len(f.names), "front": "; ".join(f.front[2])}
         for i, lv in enumerate(levels):
             lo, hi = _interval(reps[:, i], f.intervals, confidence)

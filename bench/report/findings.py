@@ -51,14 +51,16 @@ def _row_order(series: str) -> tuple:
 
 def level_table(readings: pd.DataFrame, dataset: str, variant: str, metric: str = "recall") -> pd.DataFrame:
     """One dataset and variant of :func:`bench.report.fair.front_readings`: rows = families (the paper's,
-    today's, fixed patterns, then the baseline and the ceilings), columns = the levels, the area and
-    how many configurations were selected; cells of :func:`interval_cell`."""
+    today's, fixed patterns, then the baseline and the ceilings; a family run with several seeds says how
+    many, ``reformer (3 seeds)``: :func:`interval_words`), columns = the levels, the area and how many
+    configurations were selected; cells of :func:`interval_cell`."""
     sub = readings[(readings["dataset"] == dataset) & (readings["variant"] == variant)
                    & (readings["metric"] == metric)]
     rows = []
     for series in sorted(set(sub["series"]), key=_row_order):
         g = sub[sub["series"] == series]
-        row = {"family": series_name(series)}
+        seeds = int(g["seeds"].max()) if "seeds" in g else 1
+        row = {"family": series_name(series) + (f" ({seeds} seeds)" if seeds > 1 else "")}
         for _, r in g.iterrows():
             label = f"sparsity {r['level']:g}" if not math.isnan(r["level"]) else r["statistic"]
             row[label] = interval_cell(r["estimate"], r["lo"], r["hi"], r["covered"])
@@ -66,6 +68,19 @@ def level_table(readings: pd.DataFrame, dataset: str, variant: str, metric: str 
         row["selected"] = f"{first['selected']} of {first['configurations']} on {first['selected_on']}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def interval_words(readings: pd.DataFrame) -> str:
+    """What the intervals of ``readings`` (:func:`bench.report.fair.front_readings`) resample, in one
+    sentence: eval samples, and for the families run with several seeds (named), seeds too."""
+    seeded = readings[readings["seeds"] > 1] if "seeds" in readings else readings.iloc[:0]
+    text = "Intervals: 95% percentile bootstrap over eval samples (paired: the same draws for every family)"
+    if not len(seeded):
+        return text + "; every family ran with one seed."
+    names = ", ".join(sorted(set(seeded["series"])))
+    counts = sorted(set(seeded["seeds"].astype(int)))
+    return (text + f"; for the randomised families run with {'/'.join(map(str, counts))} seeds per configuration "
+            f"({names}), over eval samples and seeds jointly, their estimate the mean over seeds.")
 
 
 def _side(family, est, lo, hi) -> str:
@@ -105,6 +120,7 @@ def claim_intro(levels) -> str:
     return (f"**The paper's claim**: \"{CLAIM}\". Per dataset, variant and sparsity level "
             f"({', '.join(f'{lv:g}' for lv in levels)}): the best of {sf} against the best of {base}, each "
             "read on its front (configurations selected on validation, numbers on eval), with 95% bootstrap "
-            "intervals over eval samples (the best family chosen again in every replicate). *holds*: the "
+            "intervals over eval samples, and over seeds too for randomised families run with several (the "
+            "best family chosen again in every replicate). *holds*: the "
             "Sparsefinder interval lies above the baseline's; *does not hold*: below; *within noise*: they "
             "overlap.")

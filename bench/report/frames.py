@@ -192,14 +192,22 @@ def sparse_exec_frame(summary: dict) -> pd.DataFrame:
 
 
 GOAL_COLUMNS = ["method", "n", "reference", "speedup_min", "speedup_median", "recall_synthetic",
-                "sparsity_synthetic", "recall_minilm", "sparsity_minilm", "minilm_length", "speedup_minilm"]
+                "sparsity_synthetic", "efficiency_synthetic", "recall_minilm", "sparsity_minilm", "minilm_length",
+                "speedup_minilm", "efficiency_minilm"]
+
+
+def efficiency(speedup: float, sparsity: float) -> float:
+    """Measured speed-up over the pair-count ideal ``1 / (1 - sparsity)`` (the speed-up of computing only
+    the predicted pairs at the dense cost per pair): ``speedup * (1 - sparsity)``; 1 is the ideal."""
+    return speedup * (1.0 - sparsity)
 
 
 def sparse_goal_frame(summary: dict) -> pd.DataFrame:
     """The speed-goal records (``summary["sparse_exec_goal"]``), one row each: ``method, n, reference``,
     the speed-up of prediction + sparse execution over the dense reference (ratio of minimum and of
     median times, alternating rounds), its recall and sparsity on that synthetic data and on real MiniLM
-    (``minilm_length`` tokens at most) and the speed-up measured there."""
+    (``minilm_length`` tokens at most) and the speed-up measured there, and on both the efficiency
+    (:func:`efficiency`: minimum-time speed-up times ``1 - sparsity``)."""
     rows = []
     for r in summary.get("sparse_exec_goal", []):
         syn, real = r.get("synthetic") or {}, r.get("minilm") or {}
@@ -208,4 +216,6 @@ def sparse_goal_frame(summary: dict) -> pd.DataFrame:
                      "recall_synthetic": _num(syn.get("recall")), "sparsity_synthetic": _num(syn.get("sparsity")),
                      "recall_minilm": _num(real.get("recall")), "sparsity_minilm": _num(real.get("sparsity")),
                      "minilm_length": _num(real.get("length")), "speedup_minilm": _num(real.get("speedup_min"))})
+        rows[-1]["efficiency_synthetic"] = efficiency(rows[-1]["speedup_min"], rows[-1]["sparsity_synthetic"])
+        rows[-1]["efficiency_minilm"] = efficiency(rows[-1]["speedup_minilm"], rows[-1]["sparsity_minilm"])
     return pd.DataFrame(rows, columns=GOAL_COLUMNS)

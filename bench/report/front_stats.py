@@ -38,9 +38,12 @@ import pandas as pd
 from bench.evaluation.metric_table import higher_is_better
 from bench.report.pareto import LEVELS, pareto_mask
 
-# Replicates gathered at once: bounds the [K, M, b, R, S] gather to about 32 MiB of float64.
-_GATHER_ELEMENTS = 1 << 22
+# The resampling primitives live with the gates, which bootstrap a configuration's mean too; re-exported here.
+from bench.results.intervals import percentile_interval, replicate_means
 
+__all__ = ["FrontArea", "Interval", "auc_between", "auc_batch", "bootstrap_interval", "bootstrap_interval_seeds",
+           "claim_verdict", "front_auc", "front_mask_batch", "front_points", "interpolate_batch",
+           "interpolate_on_front", "metric_front", "percentile_interval", "recall_at", "replicate_means"]
 
 class FrontArea(NamedTuple):
     """:func:`front_auc`: ``auc`` (mean of the front over the covered part) and ``covered`` (its share)."""
@@ -228,52 +231,6 @@ def auc_between(lo: float = 0.8, hi: float = 0.99) -> Statistic:
 
 
 # ---------------------------------------------------------------- percentile bootstrap over eval samples
-
-
-def replicate_means(values: np.ndarray, samples: np.ndarray, seeds: np.ndarray | None = None) -> np.ndarray:
-    """Configuration means of each bootstrap replicate.
-
-    Parameters
-    ----------
-    values : ``[K, M, R, S]`` per-sample values of ``K`` configurations, ``M`` metrics, ``R`` seeds and
-        ``S`` eval samples.
-    samples : ``[B, S]`` sample indices of each replicate (shared by every configuration).
-    seeds : ``[B, R]`` seed indices of each replicate, or None for the seeds as they are.
-
-    Returns
-    -------
-    ``[B, K, M]``: ``mean_r mean_s values[k, m, seeds[b, r], samples[b, s]]``. Each mean runs along a
-    contiguous last axis, so a replicate's numbers do not depend on how many are gathered at once, and
-    the identity replicate gives the full-sample mean bit for bit.
-    """
-    K, M, R, S = values.shape
-    seeds = np.broadcast_to(np.arange(R), (len(samples), R)) if seeds is None else seeds
-    out = np.empty((len(samples), K, M))
-    step = max(1, _GATHER_ELEMENTS // max(1, K * M * R * S))
-    for b0 in range(0, len(samples), step):
-        g = values[:, :, seeds[b0:b0 + step, :, None], samples[b0:b0 + step, None, :]]  # [K, M, b, R, S]
-        out[b0:b0 + step] = np.ascontiguousarray(g).mean(axis=-1).mean(axis=-1).transpose(2, 0, 1)
-    return out
-
-
-def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """The ``(1 - level)/2`` and ``(1 + level)/2`` quantiles (numpy's linear rule) of ``[B]`` replicates.
-
-    A NaN replicate (the statistic was not measured: e.g. the front did not reach the level) is ordered
-    below every number, the worst outcome for a higher-better statistic; a quantile that falls among
-    the NaN replicates is NaN. So an interval is never computed from the lucky replicates only.
-    """
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    r = np.asarray(replicates, dtype=float)
-    if r.size == 0:
-        return np.nan, np.nan
-    # -inf for NaN: numpy's rule reads order statistics floor(h) and ceil(h); one -inf among them gives
-    # -inf or NaN (inf - inf), which is "not measured"
-    with np.errstate(invalid="ignore"):
-        q = np.quantile(np.where(np.isnan(r), -np.inf, r), [(1 - level) / 2, (1 + level) / 2])
-    lo, hi = (float(v) if np.isfinite(v) else np.nan for v in q)
-    return lo, hi
 
 
 def _stack(per_sample: Mapping[str, np.ndarray], seeded: bool) -> np.ndarray:

@@ -4,8 +4,10 @@ A baseline is refused (:class:`GateError`, exit status 2) unless it has ``format
 a ``quality`` object whose metric names are rows of :mod:`bench.evaluation.metric_table` with the table's
 direction and a finite tolerance >= 0, a ``speed`` object (reference name, factor > 0, floor >= 0) and at
 least one entry, each holding exactly the gated metrics and ``ratio``, every one a finite number within
-its metric's range (:data:`bench.results.schema.RANGES`). NaN, infinities and null are refused: a
-check against NaN never fails, so it would silently check nothing.
+its metric's range (:data:`bench.results.schema.RANGES`), and optionally ``seeds`` (distinct integers
+>= 0: the seeds whose mean the entry holds) and ``intervals`` (``{metric: [lo, hi]}`` for gated metrics,
+finite, within the metric's range, ``lo <= hi``). NaN, infinities and null are refused: a check against
+NaN never fails, so it would silently check nothing.
 """
 
 from __future__ import annotations
@@ -98,9 +100,38 @@ def _speed_problems(speed) -> list[str]:
     return out
 
 
+OPTIONAL_FIELDS = ("seeds", "intervals")  # of an entry: what a baseline made from a run with seeds may add
+
+
+def _seeds_problems(key: str, seeds) -> list[str]:
+    ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                   for s in seeds)
+    if not ok:
+        return [f"entries[{key!r}].seeds is {json.dumps(seeds)}, not a non-empty list of integers >= 0"]
+    return [f"entries[{key!r}].seeds lists a seed twice: {seeds}"] if len(set(seeds)) != len(seeds) else []
+
+
+def _interval_problems(key: str, intervals, quality) -> list[str]:
+    """``intervals`` is ``{metric: [lo, hi]}`` over gated metrics (any metric when ``quality`` is None)."""
+    if not isinstance(intervals, dict):
+        return [f"entries[{key!r}].intervals is not an object of metric: [lo, hi]"]
+    out = []
+    for metric, bounds in intervals.items():
+        where = f"entries[{key!r}].intervals.{metric}"
+        if quality is not None and metric not in quality:
+            out.append(f"{where}: not a gated metric{_suggest(metric, quality)}")
+        elif not isinstance(bounds, list) or len(bounds) != 2:
+            out.append(f"{where} is {json.dumps(bounds)}, not [lo, hi]")
+        elif problems := [p for v in bounds if (p := value_problem(metric, v))]:
+            out.append(f"{where}: a bound {problems[0]}")
+        elif bounds[0] > bounds[1]:
+            out.append(f"{where} is [{bounds[0]}, {bounds[1]}]: lo > hi")
+    return out
+
+
 def _entry_problems(entries, quality) -> list[str]:
-    """Entries hold exactly the gated metrics and ``ratio``, each a possible value (``quality`` None:
-    the gated metrics are unknown, only the values are checked)."""
+    """Entries hold exactly the gated metrics and ``ratio``, each a possible value, and may hold
+    :data:`OPTIONAL_FIELDS` (``quality`` None: the gated metrics are unknown, only the values are checked)."""
     if not isinstance(entries, dict):
         return ["'entries' is not an object of configuration: values"]
     if not entries:
@@ -110,13 +141,17 @@ def _entry_problems(entries, quality) -> list[str]:
         if not isinstance(row, dict):
             out.append(f"entries[{key!r}] is not an object")
             continue
-        names = set(row) if quality is None else (set(quality) | {"ratio"})
-        for name in sorted(set(row) - names):
-            out.append(f"entries[{key!r}]: unknown field {name!r}{_suggest(name, names)}")
+        names = (set(row) - set(OPTIONAL_FIELDS)) if quality is None else (set(quality) | {"ratio"})
+        for name in sorted(set(row) - names - set(OPTIONAL_FIELDS)):
+            out.append(f"entries[{key!r}]: unknown field {name!r}{_suggest(name, names | set(OPTIONAL_FIELDS))}")
         out += [f"entries[{key!r}] lacks {name!r}" for name in sorted(names - set(row))]
         for name in sorted(set(row) & names):
             if p := value_problem(name, row[name]):
                 out.append(f"entries[{key!r}].{name} {p}")
+        if "seeds" in row:
+            out += _seeds_problems(key, row["seeds"])
+        if "intervals" in row:
+            out += _interval_problems(key, row["intervals"], quality)
     return out
 
 

@@ -79,8 +79,13 @@ def _decode(stored: dict[str, torch.Tensor], encodings: dict) -> dict[str, torch
 
 def write_graphs_atomic(path: Path, graphs: list[PredictedGraph], data: AttentionData) -> None:
     """Store ``graphs[l]``, the graph of eval layer ``l`` predicted on ``data``, for every layer."""
-    from safetensors.torch import save_file
+    write_graph_state_atomic(path, graphs_state(graphs, data))
 
+
+def graphs_state(graphs: list[PredictedGraph], data: AttentionData) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(tensors, metadata)``: what :func:`write_graph_state_atomic` writes for ``graphs`` predicted on
+    ``data``, compact (shared tensors named, integers narrowed, bits packed): what a worker of a
+    distributed sweep sends back instead of the graphs themselves (bench/engine)."""
     tensors, specs = {}, []
     for layer, graph in enumerate(graphs):
         part, spec = graph.to_state(f"l{layer}", shared=_shared(data, layer))
@@ -89,6 +94,14 @@ def write_graphs_atomic(path: Path, graphs: list[PredictedGraph], data: Attentio
     stored, encodings = _encode(tensors)
     meta = {"format": FORMAT, "layers": json.dumps(specs), "encodings": json.dumps(encodings),
             "eval_digest": data_digest(data)}
+    return stored, meta
+
+
+def write_graph_state_atomic(path: Path, state: tuple[dict[str, torch.Tensor], dict]) -> None:
+    """Write a :func:`graphs_state` to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    stored, meta = state
     write_atomic(path, lambda tmp: save_file(stored, str(tmp), metadata=meta))
 
 

@@ -32,11 +32,15 @@ RANGES: dict[str, tuple[float, float]] = {
                            "fit_seconds", "score_seconds", "reference_seconds", "prediction_flops",
                            "attention_flops", "dense_flops", "flops", "dense_seconds", "sparse_seconds",
                            "speedup_min", "speedup_median", "fit_ratio", "predict_ratio", "gold_pairs",
-                           "pred_pairs", "valid_pairs", "sdpa_ratio_min", "sdpa_ratio_median", "peak_bytes")},
+                           "pred_pairs", "valid_pairs", "sdpa_ratio_min", "sdpa_ratio_median", "peak_bytes",
+                           "compile_seconds", "centroid_max_diff")},
 }
-# Timing statistics (bench.execution.timing.time_record): seconds, never negative.
+# Timing statistics (bench.execution.timing.time_record): seconds, never negative. A predictor's timing
+# also names who timed it (engine serial or ray) and where (host, and on Ray the node id), and one timed
+# on a Ray worker carries the dense references timed beside it in the same task ({method: timing}).
 TIMING = {"mean": "number?", "median": "number?", "min": "number?", "stddev": "number?",
-          "per_head_mean": "number?", "rounds": "int"}
+          "per_head_mean": "number?", "rounds": "int", "engine": "str", "host": "str", "node_id": "str",
+          "reference": "object"}
 # Free-form objects: descriptors, versions and predictor parameters are not metric fields.
 OPAQUE = ("dataset_descriptor", "environment", "params")
 
@@ -58,10 +62,15 @@ REQUIRED: dict[str, dict[str, str]] = {
     "sparse_exec": {**_RECORD, "n": "int", "backend": "str", "method": "str", "time": "timing"},
     "sparse_exec_goal": {**_RECORD, "n": "int", "method": "str", "reference": "str", "speedup_min": "number?",
                          "speedup_median": "number?", "synthetic": "object", "minilm": "object"},
+    # bench_gpu.py (--profile gpu): attention timed on a CUDA GPU, and FAISS-GPU twins against torch on it.
+    "gpu": {**_RECORD, "n": "int", "backend": "str", "method": "str", "dtype": "str", "time": "timing",
+            "device_name": "str"},
+    "gpu_twin": {**_RECORD, "n": "int", "name": "str", "family": "str", "predict_ratio": "number?",
+                 "codes_equal_fraction": "number?", "device_name": "str"},
 }
 OPTIONAL: dict[str, dict[str, str]] = {
     "predictor": {"gold_sparsity": "number?", "device": "str", "layers": "int", "heads": "int",
-                  "predict_seconds": "number?", "score_seconds": "number"},
+                  "predict_seconds": "number?", "score_seconds": "number", "seed": "int"},
     "dense": {"device": "str"},
     "scaling": {"device": "str", "heads": "int", "head_dim": "int", "flops": "number"},
     "gold": {"heads": "int", "head_dim": "int", "sdpa_time": "timing", "sdpa_ratio_min": "number?",
@@ -76,6 +85,11 @@ OPTIONAL: dict[str, dict[str, str]] = {
                     "environment": "object"},
     "sparse_exec_goal": {"device": "str", "heads": "int", "rounds": "int", "dense_seconds": "numbers",
                          "sparse_seconds": "numbers", "environment": "object"},
+    "gpu": {"device": "str", "heads": "int", "head_dim": "int", "causal": "bool", "sparsity": "number?",
+            "support_sparsity": "number?", "predict_seconds": "number?", "output_error": "number?",
+            "compile_seconds": "number?", "peak_bytes": "int", "gold_sparsity": "number?", "environment": "object"},
+    "gpu_twin": {"fit_ratio": "number?", "fit_seconds": "object", "predict_seconds": "object", "heads": "int",
+                 "centroid_max_diff": "number?", "rounds": "int", "fit_what": "str", "environment": "object"},
 }
 RECORD_KINDS: tuple[str, ...] = tuple(REQUIRED)
 
@@ -180,7 +194,11 @@ def _timing_problems(timing: dict, where: str) -> list[str]:
             continue
         if p := _type_problem(timing[k], typ):
             out.append(f"field '{where}.{k}' {p}")
-        elif timing[k] is not None and not (0 <= timing[k] < math.inf):
+        elif k == "reference":
+            for method, t in timing[k].items():
+                out += (_timing_problems(t, f"{where}.reference.{method}") if isinstance(t, dict)
+                        else [f"field '{where}.reference.{method}' is {_describe(t)}, expected an object"])
+        elif _is_number(timing[k]) and not (0 <= timing[k] < math.inf):
             out.append(f"field '{where}.{k}' is {timing[k]!r}, outside [0, inf)")
     return out
 

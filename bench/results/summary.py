@@ -1,10 +1,12 @@
 """Assemble a run's records into ``results.csv`` (tidy) and ``summary.json``.
 
-``results.csv`` has one row per dataset x backend x predictor configuration x layer x head, with the
-per-head metrics and the configuration's timings; ``summary.json`` has one entry per configuration
-(means, timings, FLOPs and the ratio of its prediction time to each dense reference measured in the
-same run on the same eval samples), the dense and scaling records, the environment, and the run's
-``fingerprint`` (what the gates check a baseline against, :func:`fingerprint`).
+``results.csv`` has one row per dataset x backend x predictor configuration x seed x layer x head, with
+the per-head metrics and the configuration's timings; ``summary.json`` has one entry per predictor record
+(a configuration, and one per seed of a randomised configuration, with its ``seed``: means, per-sample
+values, timings, FLOPs and the ratio of its prediction time to each dense reference measured in the
+same run on the same eval samples; the report and the gates group a configuration's seeds), the dense
+and scaling records, the environment, and the run's ``fingerprint`` (what the gates check a baseline
+against, :func:`fingerprint`).
 
 Only verified records are summarised (:func:`bench.results.records.read_record`). A run with a refused
 record has no summary: :func:`write_summary` removes the previous ``summary.json`` and ``results.csv``
@@ -22,6 +24,7 @@ from bench.errors import BenchError
 from bench.evaluation.metrics import METRICS
 from bench.results.records import load_records, write_json_atomic
 from bench.results.schema import RECORD_KINDS
+from bench.results.seeds import entry_seed
 
 SHOWN_BAD = 3  # bad records named in the one-line error; the rest are counted
 
@@ -31,11 +34,13 @@ class SummaryError(BenchError):
 
 
 def _ratios(rec: dict, dense: dict) -> dict:
-    out = {}
-    for (dataset, method), d in dense.items():
-        if dataset == rec["dataset"]:
-            out[method] = rec["time"]["mean"] / d["time"]["mean"] if d["time"]["mean"] else math.nan
-    return out
+    """Prediction time over each dense reference's time on the same eval samples: the references timed
+    beside it in its own task when it carries them (a Ray worker's: the same machine, the same moment;
+    the run's dense records, timed on another machine, would make a ratio of two machines), else the
+    run's dense records of its dataset."""
+    own = rec["time"].get("reference")
+    refs = own.items() if own else [(m, d["time"]) for (ds, m), d in dense.items() if ds == rec["dataset"]]
+    return {m: rec["time"]["mean"] / t["mean"] if t["mean"] else math.nan for m, t in refs}
 
 
 def load_run(run: Path) -> dict[str, list[dict]]:
@@ -116,15 +121,18 @@ def summarise(run: Path, profile: str | None = None, records: dict | None = None
     # Downstream runs and sparse execution (bench_downstream.py, bench_sparse_exec.py): records as written.
     downstream, sparse_exec, sparse_goal = records["downstream"], records["sparse_exec"], records["sparse_exec_goal"]
     env = preds[0]["environment"] if preds else next(
-        (r["environment"] for r in downstream + sparse_exec + sparse_goal if r.get("environment")), {})
+        (r["environment"] for r in downstream + sparse_exec + sparse_goal + records["gpu"] + records["gpu_twin"]
+         if r.get("environment")), {})
     return {"environment": env, "fingerprint": fingerprint(preds, _profile(run, profile)),
             "predictors": [_entry(rec, dense) for rec in preds], "dense": list(dense.values()),
             "scaling": records["scaling"], "twins": records["twin"], "downstream": downstream,
-            "sparse_exec": sparse_exec, "sparse_exec_goal": sparse_goal}
+            "sparse_exec": sparse_exec, "sparse_exec_goal": sparse_goal,
+            "gpu": records["gpu"], "gpu_twins": records["gpu_twin"]}
 
 
 def tidy_rows(run: Path, preds: list[dict] | None = None) -> list[dict]:
-    """One row per predictor configuration x layer x head (``preds``: the verified predictor records)."""
+    """One row per predictor record (configuration and seed) x layer x head (``preds``: the verified
+    predictor records)."""
     rows = []
     for rec in load_run(run)["predictor"] if preds is None else preds:
         per_head = rec["per_head"]
@@ -140,6 +148,7 @@ def tidy_rows(run: Path, preds: list[dict] | None = None) -> list[dict]:
                     r[m] = math.nan if v is None else v
                 r["predict_seconds_mean"] = rec["time"]["mean"]
                 r["fit_seconds"] = rec["fit_seconds"]
+                r["seed"] = entry_seed(rec)  # last: the columns of runs before seeds keep their places
                 rows.append(r)
     return rows
 

@@ -43,7 +43,9 @@ def pytest_generate_tests(metafunc):
     profile = config.sparsebench["profile_name"]
     pattern = config.getoption("predictors")
     listed = config.sparsebench["profile"].twin_predictors
-    if listed is None:  # the full profile compares every configuration of the twin families
+    if not config.sparsebench["datasets"]:  # the gpu profile: its twins are timed by bench_gpu.py
+        names = []
+    elif listed is None:  # the full profile compares every configuration of the twin families
         names = sweep_names(profile, families=families("faiss"), pattern=pattern)
     else:
         names = filter_names(listed, pattern)

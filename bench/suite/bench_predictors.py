@@ -5,66 +5,30 @@ Fitting (projections, centroids, rotations) happens once, outside the timed part
 Ceilings (families of kind ``ceiling``, which read the dense scores) are timed in one round without warm-up.
 Quality is then scored per layer and head (``bench.evaluation.score.score_fitted``) and stored, numbers only, in
 the benchmark's ``extra_info`` and in the run's record for this configuration; the scored graphs are
-kept beside the record (``<id>.graphs.safetensors``) for ``sparsebench rescore``.
+kept beside the record (``<id>.graphs.safetensors``) for ``sparsebench rescore``. A randomised configuration
+runs once per seed of the profile (``bench.config.sweeps.seeded_names``; the record id of seed ``r > 0``
+ends in ``--seed<r>``: ``bench.results.seeds.record_id``), the others with seed 0.
+
+The measurement is :func:`bench.engine.measure.measure_predictor`, the code path a Ray task runs too:
+with ``--engine ray`` the ``engine`` fixture has measured every configuration on Ray before the first
+of them gets here, and each one only reports what became of it (measured by Ray, or failed there).
 """
 
 from __future__ import annotations
 
-import predictors
-from bench.data.sources import dataset_id
-from bench.evaluation.score import score_fitted
-from bench.execution.timing import sync, time_record
-from bench.progress import Step
+from bench.engine.measure import Case, extra_info, measure_predictor, pedantic_timer
 from bench.results.graph_store import graphs_path, write_graphs_atomic
 
-LONG_FIT = 5.0  # seconds: a fit at least this long leaves a line on the console
 
-
-def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_record, run_environment):
-    dataset, backend, name = predictor_case
-    state = bench_config.sparsebench
-    slot = fresh_record("predictor", f"{dataset_id(dataset)}--{backend}--{name}", dataset=dataset)
-    prep = prepared(dataset, bench_config)
-    predictor = predictors.get(name, backend=backend, seed=0)
-    with Step(f"fit {name}", quiet_below=LONG_FIT):  # on the console only when it takes a while
-        predictor.fit(prep.fit, prep.fit_gold)
-    views = [prep.eval.layer(layer) for layer in range(prep.eval.num_layers)]
-    device = bench_config.getoption("device")
-
-    last = {}
-
-    def predict_all_layers():
-        graphs = [predictor.predict(view, layer) for layer, view in enumerate(views)]
-        sync(device)
-        last["graphs"] = graphs  # scored below: the timed prediction is not repeated
-        return graphs
-
-    # A ceiling reads the dense scores: its time says nothing a reader compares, so one round suffices.
-    ceiling = predictor.kind == "ceiling"
-    rounds = 1 if ceiling else state["profile"].rounds
-    benchmark.pedantic(predict_all_layers, rounds=rounds, warmup_rounds=0 if ceiling else 1, iterations=1)
-    rec = score_fitted(prep, predictor, graphs=last["graphs"])
-    # Configurations are chosen on the validation samples and reported on the eval samples.
-    val = score_fitted(prep, predictor, part="val")
-    rec["val"] = {"mean": val["mean"], "per_sample": val["per_sample"], "samples": prep.val.num_samples}
-    timing = time_record(benchmark)
-    rec["predict_seconds"] = timing["mean"]
-    heads = prep.eval.num_layers * prep.eval.num_heads
-    rec.update({
-        "kind": "predictor", "dataset": dataset, "dataset_descriptor": prep.data.descriptor,
-        "device": device, "eval_samples": prep.eval.num_samples, "fit_samples": prep.fit.num_samples,
-        "split": list(prep.split), "val_samples": prep.val.num_samples, "variant": predictor.variant,
-        "layers": prep.eval.num_layers, "heads": prep.eval.num_heads, "family_kind": predictor.kind,
-        "time": {**timing, "per_head_mean": timing["mean"] / heads},
-        "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
-        "environment": run_environment,
-    })
-    benchmark.extra_info.update({
-        "kind": "predictor", "dataset": dataset, "method": name, "family": rec["family"], "backend": backend,
-        "device": device, **{f"param_{k}": v for k, v in rec["params"].items()},
-        **rec["mean"], "prediction_flops": rec["prediction_flops"], "attention_flops": rec["attention_flops"],
-        "dense_flops": rec["dense_flops"], "fit_seconds": rec["fit_seconds"],
-    })
+def bench_predictor(benchmark, predictor_case, prepared, bench_config, fresh_record, run_environment, engine):
+    case = Case(*predictor_case)
+    engine.settle(case)  # --engine ray: skips (measured there) or fails (naming the error); serial: nothing
+    slot = fresh_record("predictor", case.rid, dataset=case.dataset)
+    prep = prepared(case.dataset, bench_config)
+    measured = measure_predictor(prep, case, rounds=bench_config.sparsebench["profile"].rounds,
+                                 device=bench_config.getoption("device"), timer=pedantic_timer(benchmark),
+                                 environment=run_environment)
+    benchmark.extra_info.update(extra_info(measured.record))
     # The graphs first: a record never names a missing graphs file (sparsebench rescore reads both).
-    write_graphs_atomic(graphs_path(slot.path), last["graphs"], prep.eval)
-    slot.write(rec)
+    write_graphs_atomic(graphs_path(slot.path), measured.graphs, prep.eval)
+    slot.write(measured.record)

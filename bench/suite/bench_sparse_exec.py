@@ -19,8 +19,8 @@ come from the data it is timed on for its recall there to mean anything):
   data, and its recall and sparsity on real MiniLM attention at ``sparse_exec_goal_length`` tokens
   (fitted on the MiniLM fit samples), with the speed-up there too. Record kind ``sparse_exec_goal``.
 
-CPU only: with ``--device cuda`` both skip (the GPU comparison with AdaSplash needs a GPU machine; see
-``shared/device/README.md`` for the numbers measured there).
+CPU only: with ``--device cuda`` both skip; the GPU comparison with AdaSplash is ``bench_gpu.py``
+(``--profile gpu --device cuda``, on a lent GPU).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def fitted(name: str):
 
 def _skip_cuda(config):
     if config.getoption("device") == "cuda":
-        pytest.skip("sparse execution is benchmarked on the CPU here; the GPU comparison (AdaSplash) needs a "
-                    "GPU machine")
+        pytest.skip("sparse execution is benchmarked on the CPU here; on a GPU, against AdaSplash: "
+                    "bench_gpu.py (--profile gpu)")
 
 
 def bench_sparse_exec(benchmark, sparse_exec_case, bench_config, fresh_record, run_environment):

@@ -3,13 +3,16 @@
 Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` does). Options:
 
     --dataset D[,D...]   registry names or file:PATH (default: the profile's datasets)
-    --profile P          smoke | default | full (default: default)
+    --profile P          smoke | default | full | gpu (default: default; gpu needs --device cuda)
     --predictors GLOB    only predictor names matching the glob(s), comma separated
     --backend B          torch | faiss | all (default: all installed)
+    --seeds S[,S...]     seeds of the randomised configurations (default: the profile's ``seeds``)
     --device D           cpu | cuda (cuda must exist: no silent fallback)
     --run NAME           results go to reports/runs/NAME (default: the profile name)
     --fresh              discard the run's earlier records instead of resuming
     --no-scaling         skip the scaling sweep
+    --engine E           serial (default) | ray: the predictor configurations as Ray tasks (bench.suite_engine)
+    --address A          with --engine ray: join the Ray cluster at auto or HOST:PORT (default: start Ray here)
     --show-benchmark-table  print pytest-benchmark's table too (hidden: the closing summary says where
                          its JSON went)
 
@@ -19,7 +22,8 @@ Finished configurations are kept as records; a second session with the same run 
 What every benchmark module shares lives here: ``config.sparsebench`` (the typed profile,
 :class:`bench.config.profiles.Profile`; the run folder; the datasets of the session; the threads), and
 the fixtures ``prepared`` (data and gold, once per session), ``fresh_record`` (a record's path, or a skip
-when this run already measured it) and ``run_environment`` (versions and threads, stored with records).
+when this run already measured it), ``run_environment`` (versions and threads, stored with records) and
+``engine`` (who measures the predictor configurations: :mod:`bench.suite_engine`).
 What the console shows (progress, the closing summary) is :mod:`bench.suite_console`.
 """
 
@@ -40,15 +44,21 @@ def pytest_addoption(parser):
     g = parser.getgroup("sparsebench")
     g.addoption("--dataset", default=None,
                 help="dataset(s), comma separated: minilm, entmax-lm, minilm-entmax, synthetic, file:PATH")
-    g.addoption("--profile", default="default", choices=("smoke", "default", "full"))
+    g.addoption("--profile", default="default", choices=("smoke", "default", "full", "gpu"))
     g.addoption("--predictors", default=None, help="glob(s) over predictor names, comma separated")
     g.addoption("--backend", default="all", choices=("torch", "faiss", "all"))
+    g.addoption("--seeds", default=None, help="seeds of the randomised configurations, comma separated "
+                "(default: the profile's; the others run with seed 0)")
     g.addoption("--device", default="cpu", choices=("cpu", "cuda"))
     g.addoption("--run", default=None, help="run name (results under reports/runs/NAME)")
     g.addoption("--fresh", action="store_true", help="discard earlier records of this run")
     g.addoption("--no-scaling", action="store_true", help="skip the scaling sweep")
     g.addoption("--threads", type=int, default=None, help="torch threads (default 1, see bench/env.py)")
     g.addoption("--split", default=None, help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
+    g.addoption("--engine", default="serial", choices=("serial", "ray"),
+                help="who measures the predictor configurations: serial here, or ray (tasks on Ray)")
+    g.addoption("--address", default=None,
+                help="--engine ray: join the Ray cluster at auto or HOST:PORT (default: start Ray here)")
     g.addoption("--show-benchmark-table", action="store_true",
                 help="also print pytest-benchmark's table of timings (its JSON is written either way)")
 
@@ -81,12 +91,15 @@ def pytest_configure(config):
 def _session(config) -> dict:
     """The session's state: typed profile, datasets, run folder (locked, emptied with --fresh, its manifest
     checked), threads and fingerprint. Every bad option is a BenchError here, before any work."""
-    from bench.config.profiles import load_profile
+    from bench.config.profiles import load_profile, seeds_option
     from bench.data.cache import cache_root
     from bench.env import check_threads, configure_threads
     from bench.results import records, run_folder
 
     check_threads(config.getoption("threads"))  # before the run folder is touched
+    from bench.engine.ray_engine import check_engine
+
+    check_engine(config.getoption("engine"), config.getoption("address"), config.getoption("device"))
     if config.getoption("device") == "cuda":
         import torch
 
@@ -94,6 +107,9 @@ def _session(config) -> dict:
             raise BenchError("--device cuda asked for, but torch sees no CUDA device here")
     profile = config.getoption("profile")
     prof = load_profile(PROFILE_FILE, profile)
+    if prof.device is not None and config.getoption("device") != prof.device:
+        raise BenchError(f"--profile {profile} runs on the GPU: it needs --device {prof.device}")
+    seeds = seeds_option(config.getoption("seeds"), prof)
     opt = config.getoption("dataset")
     datasets = [d.strip() for d in opt.split(",")] if opt else list(prof.datasets)
     _check_datasets(datasets)
@@ -112,7 +128,7 @@ def _session(config) -> dict:
     return {"profile": prof, "profile_name": profile, "run": run, "datasets": datasets, "split": split,
             "threads": configure_threads(config.getoption("threads")),
             "fingerprint": {**manifest, "code": run_folder.code_version()},
-            "resumed": 0, "measured": [], "remeasured": []}
+            "seeds": seeds, "resumed": 0, "measured": [], "remeasured": []}
 
 
 def _check_datasets(datasets: list[str]) -> None:
@@ -149,7 +165,8 @@ def _backends(config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    from bench.config.sweeps import PAPER_HELPER, filter_names, scaling_names, sweep_names
+    from bench.config.sweeps import PAPER_HELPER, filter_names, scaling_names, seeded_names, sweep_names
+    from bench.results.seeds import seed_suffix
     from predictors.registry import family_of
 
     config = metafunc.config
@@ -157,7 +174,8 @@ def pytest_generate_tests(metafunc):
     pattern = config.getoption("predictors")
     if "predictor_case" in metafunc.fixturenames:
         cases = []
-        for backend in _backends(config):
+        # No datasets (the gpu profile): no sweep to read, and the sweep files have no table for it.
+        for backend in _backends(config) if config.sparsebench["datasets"] else ():
             try:
                 # The paper's helper for every family that is not a pattern or a bound (torch only: a FAISS
                 # twin gives the same graphs, timed bare against its torch twin).
@@ -166,13 +184,15 @@ def pytest_generate_tests(metafunc):
                                     helpers=helpers)
             except BenchError as exc:
                 raise pytest.UsageError(str(exc)) from None
-            cases += [(ds, backend, n) for ds in config.sparsebench["datasets"] for n in names]
-        metafunc.parametrize("predictor_case", cases, ids=[f"{d}-{b}-{n}" for d, b, n in cases])
+            # A randomised configuration once per seed (seed last in the case), the others with seed 0.
+            seeded = seeded_names(names, config.sparsebench["seeds"], backend)
+            cases += [(ds, backend, n, s) for ds in config.sparsebench["datasets"] for n, s in seeded]
+        metafunc.parametrize("predictor_case", cases, ids=[f"{d}-{b}-{n}{seed_suffix(s, '-')}" for d, b, n, s in cases])
     if "dense_case" in metafunc.fixturenames:
         cases = [(ds, m) for ds in config.sparsebench["datasets"] for m in prof.dense]
         metafunc.parametrize("dense_case", cases, ids=[f"{d}-{m}" for d, m in cases])
     if "scaling_case" in metafunc.fixturenames:
-        if config.getoption("no_scaling"):
+        if config.getoption("no_scaling") or not prof.scaling_n:
             cases = []
         else:
             try:
@@ -226,18 +246,12 @@ def fresh_record(bench_config, prepared):
     fingerprint (the session's settings and code, and the dataset's descriptor: corpus or file hash,
     data options, split), so a resumed run measures every configuration once and never reuses a
     record of something else."""
-    from bench.results.records import record_path
-    from bench.results.run_folder import record_fingerprint, reuse_or_slot
     from bench.suite_console import RESUMED
 
     state = bench_config.sparsebench
 
     def slot_or_skip(kind: str, rid: str, dataset: str | None = None):
-        identity = {"kind": kind, "id": rid}
-        if dataset is not None:
-            identity["data"] = prepared(dataset, bench_config).data.descriptor
-        fingerprint = record_fingerprint(state["fingerprint"], identity)
-        reuse, slot = reuse_or_slot(record_path(state["run"], kind, rid), fingerprint, kind)
+        reuse, slot = record_slot(bench_config, prepared, kind, rid, dataset)
         if reuse:
             state["resumed"] += 1
             pytest.skip(RESUMED)
@@ -245,6 +259,32 @@ def fresh_record(bench_config, prepared):
         return slot
 
     return slot_or_skip
+
+
+def record_slot(config, prepared, kind: str, rid: str, dataset: str | None = None):
+    """``(fresh, slot)``: whether this run's record ``kind``/``rid`` verifies and carries this session's
+    fingerprint (with the dataset's descriptor), and its :class:`~bench.results.run_folder.RecordSlot`."""
+    from bench.results.records import record_path
+    from bench.results.run_folder import record_fingerprint, reuse_or_slot
+
+    state = config.sparsebench
+    identity = {"kind": kind, "id": rid}
+    if dataset is not None:
+        identity["data"] = prepared(dataset, config).data.descriptor
+    fingerprint = record_fingerprint(state["fingerprint"], identity)
+    return reuse_or_slot(record_path(state["run"], kind, rid), fingerprint, kind)
+
+
+@pytest.fixture(scope="session")
+def engine(request, bench_config, prepared):
+    """Who measures the predictor configurations (``--engine``, :mod:`bench.suite_engine`): ``settle(case)``
+    is nothing for the serial engine; with ``ray`` its first call measures every selected configuration on
+    Ray, and each call then skips its case as measured there, fails it with Ray's error, or lets it resume."""
+    from bench.suite_engine import make_engine
+
+    return make_engine(bench_config, request.session.items,
+                       lambda kind, rid, ds: record_slot(bench_config, prepared, kind, rid, ds),
+                       lambda ds: prepared(ds, bench_config))
 
 
 def _environment(config) -> dict:

@@ -94,11 +94,16 @@ class BigBird(Predictor):
 
     kind = "fixed"
     family = "bigbird"
+    randomised = True  # random keys; a configuration without them (r = 0) is not (see __init__)
     params = (Param("r", "r", int, 3, doc="random keys per query, uniform over its valid keys"),)
 
     @classmethod
     def all_params(cls):
         return tuple(cls.params) + with_defaults(w=3, g=2)
+
+    def __init__(self, seed: int = 0, **values):
+        super().__init__(seed=seed, **values)
+        self.randomised = self.r > 0  # without random keys the graph is a fixed pattern
 
     def check(self):
         super().check()

@@ -21,6 +21,15 @@ each head its own problem): Adam, learning rate ``LR``, ``EPOCHS`` passes over t
 random order, initial weights uniform in ``+-1/sqrt(D)`` (biases 0, ``alpha = 4``, ``beta = 0``).
 Memory per step: ``[H, BLOCK, n]``. Training is memoised in-process per ``(data, K, seed)``, so a sweep
 over ``h`` and ``top`` trains once.
+
+Calibrated budget (param ``sp`` instead of ``h``, with ``top = 0``): each layer and head gets its own
+radius ``h_l`` (an integer, ``-1`` for none): with ``N_d`` the fit pairs at Hamming distance ``d``
+(every valid pair of every fit sample; causal: ``j <= i``), ``h_l + 1`` is the threshold of
+:func:`predictors.calibration.weighted_thresholds_below` on the values ``d = 0 .. K`` weighted by
+``N_d``, so the pairs within the radius are as close as a whole radius allows to the share ``1 - sp``
+of the valid fit pairs. A radius step moves a head's sparsity by ``N_d / N``: about 0.02-0.05 near
+sparsity 0.9 on MiniLM's heads with 32 bits, so a head lands within half a step of ``sp`` and the mean
+over heads close to it.
 """
 
 from __future__ import annotations
@@ -30,9 +39,12 @@ import math
 import torch
 
 from predictors.base import Param, Predictor
+from predictors.calibration import check_target_sparsity, weighted_thresholds_below
+from predictors.errors import PredictorError
+from predictors.masking import allowed_keys
 from predictors.registry import register
 from predictors.torch.seer import data_key
-from predictors.torch.simhash import HAMMING_PARAMS, HammingGraph, check_hamming, query_radii, sign_bits
+from predictors.torch.simhash import HAMMING_PARAMS, HammingGraph, check_hamming, hamming, query_radii, sign_bits
 
 BLOCK = 128
 EPOCHS = 60
@@ -111,7 +123,9 @@ def fit_hash(data, gold, bits: int, seed: int) -> tuple[torch.Tensor, ...]:
 
 @register
 class HashAttention(Predictor):
-    """Learned ``K``-bit codes (``b``), Hamming radius ``h`` and ``top`` nearest keys per query.
+    """Learned ``K``-bit codes (``b``), Hamming radius ``h`` and ``top`` nearest keys per query; or, with
+    ``sp`` instead of ``h`` (and ``top = 0``), a radius per layer and head calibrated on the fit samples
+    (``hashattn-b32-top0-sp0.9``).
 
     FLOPs per head, one sample of ``n`` tokens, head dim ``d``: the codes, ``2 * 2 n d K``; comparing
     codes, one XOR and popcount per pair, ``n^2``; the ``top`` selection is not counted.
@@ -120,21 +134,68 @@ class HashAttention(Predictor):
     kind = "learned"
     family = "hashattn"
     learned = True
-    params = (Param("b", "b", int, 32, doc="bits per code"),) + HAMMING_PARAMS
+    randomised = True  # seeded initialisation and block order of the training
+    params = (
+        Param("b", "b", int, 32, doc="bits per code"),
+        Param("h", "h", int, None, doc="Hamming radius: keys within distance <= h (0: equal codes; the default "
+              "when sp is not given)"),
+        HAMMING_PARAMS[1],
+        Param("sp", "sp", float, None, doc="target sparsity: a radius per layer and head calibrated on the fit "
+              "samples (with top = 0)"),
+    )
 
     def check(self):
         super().check()
-        check_hamming(self.family, self.values)
+        h, sp = self.values["h"], self.values["sp"]
+        if h is not None and sp is not None:
+            raise PredictorError(f"{self.family}: give one budget, h (absolute) or sp (calibrated), not both")
+        if sp is not None:
+            check_target_sparsity(self.family, sp)
+            if self.values["top"] != 0:
+                raise PredictorError(f"{self.family}: sp calibrates the radius alone; give top=0 with it, "
+                                     f"got top={self.values['top']}")
+        elif h is None:
+            self.values["h"] = 0
+        check_hamming(self.family, {**self.values, "h": self.values["h"] or 0})
 
     def _fit(self, data, gold):
         self.wq, self.wk, self.cq, self.ck, self.fit_loss = fit_hash(data, gold, self.values["b"], self.seed)
+        self.radii = None
+        if self.values["sp"] is not None:
+            bits = self.values["b"]
+            values = torch.arange(bits + 1, dtype=torch.float32)[None].expand(data.num_heads, -1)
+            cuts = [weighted_thresholds_below(values, self._distance_counts(data.layer(li), li), self.values["sp"])
+                    for li in range(data.num_layers)]
+            self.radii = (torch.stack(cuts).clamp(max=bits + 1) - 1).long()  # [L, H]; +inf: every pair
+
+    def _bits(self, view, layer) -> tuple[torch.Tensor, torch.Tensor]:
+        qb = sign_bits(view.q.cpu(), self.wq[layer][:, None], self.cq[layer][:, None])
+        kb = sign_bits(view.k.cpu(), self.wk[layer][:, None], self.ck[layer][:, None])
+        return qb, kb
+
+    def _distance_counts(self, view, layer) -> torch.Tensor:
+        """``N_d`` of the module docstring: valid pairs at each Hamming distance, float64 ``[H, K + 1]``."""
+        qb, kb = self._bits(view, layer)
+        nh, bits = qb.shape[1], self.values["b"]
+        counts = torch.zeros(nh, bits + 1, dtype=torch.float64)
+        for s, n in enumerate(view.lengths.tolist()):
+            for i0 in range(0, n, BLOCK):
+                i1 = min(n, i0 + BLOCK)
+                d = hamming(qb[s, :, i0:i1, 0], kb[s, :, :n, 0])  # [H, B, n]
+                d = d.masked_fill(~allowed_keys(i0, i1, n, view.causal), bits + 1)  # out of range: dropped
+                offset = torch.arange(nh)[:, None] * (bits + 2)
+                counts += torch.bincount((d.view(nh, -1) + offset).flatten(), minlength=nh * (bits + 2)
+                                         ).view(nh, bits + 2)[:, :bits + 1].double()
+        return counts
 
     def _predict(self, view, layer):
         nh, d = view.q.shape[1], view.q.shape[-1]
         self.check_fitted(layer, nh, *self.wq.shape[:2], d, self.wq.shape[2])
-        qb = sign_bits(view.q.cpu(), self.wq[layer][:, None], self.cq[layer][:, None])
-        kb = sign_bits(view.k.cpu(), self.wk[layer][:, None], self.ck[layer][:, None])
-        radii = query_radii(qb, kb, view.lengths.cpu(), view.causal, self.values["h"], self.values["top"])
+        qb, kb = self._bits(view, layer)
+        if self.radii is not None:
+            radii = self.radii[layer][None, :, None, None].expand(qb.shape[0], -1, qb.shape[2], 1).clone()
+        else:
+            radii = query_radii(qb, kb, view.lengths.cpu(), view.causal, self.values["h"], self.values["top"])
         return HammingGraph(qb, kb, radii)
 
     def _flops(self, n, d):

@@ -25,7 +25,7 @@ import torch
 from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
-from predictors.projections import cached_projections
+from predictors.projections import cached_projections, projection_key
 from predictors.registry import register
 
 PROJ_DIM = 4
@@ -80,6 +80,7 @@ class ReformerLSH(Predictor):
 
     kind = "hashing"
     family = "reformer"
+    randomised = True  # random rotations (and, in the proj space, seeded projections)
     params = (
         SPACE,
         Param("b", "b", int, 8, doc="buckets per round (even): R has b/2 columns"),
@@ -98,6 +99,9 @@ class ReformerLSH(Predictor):
             raise PredictorError(f"{self.family}: buckets b must be even and >= 2, got {self.b}")
         if self.h < 1:
             raise PredictorError(f"{self.family}: rounds h must be >= 1, got {self.h}")
+
+    def shared_fit(self):
+        return projection_key(PROJ_DIM, False, self.seed) if self.space == "proj" else None
 
     def _fit(self, data, gold):
         self.projections = fit_projections(data, gold, self.seed) if self.space == "proj" else None

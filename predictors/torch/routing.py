@@ -27,6 +27,7 @@ from predictors.base import Param, Predictor
 from predictors.errors import PredictorError
 from predictors.graphs import CodeGraph
 from predictors.kmeans import kmeans
+from predictors.projections import projection_key
 from predictors.registry import register
 from predictors.torch.reformer import PROJ_DIM, SPACE, fit_projections, space_qk
 
@@ -83,6 +84,7 @@ class RoutingKMeans(Predictor):
     kind = "learned"
     family = "routing"
     learned = True
+    randomised = True  # k-means++ seeding (and, in the proj space, seeded projections)
     params = (SPACE, Param("k", "k", int, 8, doc="clusters"))
 
     def __init__(self, seed: int = 0, **values):
@@ -94,6 +96,9 @@ class RoutingKMeans(Predictor):
         super().check()
         if self.k < 1:
             raise PredictorError(f"{self.family}: clusters k must be >= 1, got {self.k}")
+
+    def shared_fit(self):
+        return projection_key(PROJ_DIM, False, self.seed) if self.space == "proj" else None
 
     def _fit(self, data, gold):
         self.projections = fit_projections(data, gold, self.seed) if self.space == "proj" else None

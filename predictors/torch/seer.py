@@ -27,6 +27,12 @@ so every selection setting of a sweep shares it.
 Predict: a key block is kept for a query block when it is among its ``top`` largest gates (ties to
 the lower block; ``top = 0``: none this way) or when its gate is at least ``t`` (``t = 0``: none this
 way); at least one of the two must select. A larger ``top`` or a lower ``t`` never lowers recall.
+
+Calibrated budget (param ``sp`` instead of ``t``): per layer and head, a gate threshold ``t_h`` found on
+the fit samples, a block then kept when among the ``top`` largest gates or when ``G_ab > t_h``
+(strict). ``t_h`` is the weighted quantile of ``-G_ab`` over the allowed blocks of every fit query block
+(weight: the block's valid pairs; the ``top`` blocks count as always kept) that leaves the share ``sp``
+of the valid fit pairs out (:func:`predictors.calibration.weighted_thresholds_below`, on ``-G``).
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ import math
 
 import torch
 
+from predictors import memo
 from predictors.base import Param, Predictor
+from predictors.calibration import block_pair_counts, check_target_sparsity, weighted_thresholds_below
 from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph
 from predictors.registry import register
@@ -44,7 +52,7 @@ from predictors.registry import register
 GATE_DIM = 16
 STEPS = 100
 LR = 1e-2
-_CACHE: dict = {}
+_CACHE: dict = memo.table("seer-gates")  # (data, b, seed) -> maps; predictors.memo moves entries
 
 
 def pool_blocks(x: torch.Tensor, lengths: torch.Tensor, block: int, keys: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +185,9 @@ def select_blocks(gate: torch.Tensor, allowed: torch.Tensor, top: int, t: float)
 
 @register
 class SeerGate(Predictor):
-    """Learned block gate: blocks of ``b``, keep the ``top`` gates or gates ``>= t`` per query block.
+    """Learned block gate: blocks of ``b``, keep the ``top`` gates or gates ``>= t`` per query block, or
+    with ``sp`` instead of ``t`` gates above a per-head threshold calibrated on the fit samples
+    (``seer-b8-top0-sp0.9``).
 
     FLOPs per head, one sample of ``n`` tokens, ``M = ceil(n / B)`` blocks, ``r = GATE_DIM``: pooling,
     ``n d`` (queries) + ``3 n d`` (keys); the maps, ``2 M d r + 2 M 3d r``; the gate scores ``2 M^2 r``.
@@ -189,26 +199,42 @@ class SeerGate(Predictor):
     kind = "block"
     family = "seer"
     learned = True
+    randomised = True  # seeded initialisation of the gate maps
     params = (
         Param("b", "b", int, 64, doc="block size B"),
         Param("top", "top", int, 1, doc="key blocks kept per query block by rank (0: none by rank)"),
-        Param("t", "t", float, 0.0, doc="gate probability threshold (0: none by threshold)"),
+        Param("t", "t", float, None, doc="gate probability threshold (0: none by threshold; default 0 when sp "
+              "is not given)"),
+        Param("sp", "sp", float, None, doc="target sparsity: per-head gate thresholds calibrated on the fit "
+              "samples"),
     )
 
     def check(self):
         super().check()
-        b, top, t = self.values["b"], self.values["top"], self.values["t"]
+        b, top, t, sp = self.values["b"], self.values["top"], self.values["t"], self.values["sp"]
+        if t is not None and sp is not None:
+            raise PredictorError(f"{self.family}: give one budget, t (absolute) or sp (calibrated), not both")
+        if sp is not None:
+            check_target_sparsity(self.family, sp)
+        elif t is None:
+            self.values["t"] = t = 0.0
+        t = 0.0 if t is None else t
         if b < 1 or top < 0 or not 0.0 <= t <= 1.0:
             raise PredictorError(f"{self.family}: need b >= 1, top >= 0 and 0 <= t <= 1, got b={b}, top={top}, t={t}")
-        if top == 0 and t == 0.0:
+        if top == 0 and t == 0.0 and sp is None:
             raise PredictorError(f"{self.family}: select blocks by rank (top > 0) or by gate (t > 0), or both")
+
+    def shared_fit(self):
+        return ("seer-gates", self.values["b"], self.seed)  # every selection setting of one block size
 
     def _fit(self, data, gold):
         self.wq, self.wk, self.fit_kl = fit_gates(data, gold, self.values["b"], self.seed)
+        self.thresholds = None
+        if self.values["sp"] is not None:
+            self.thresholds = torch.stack([self._calibrate(data.layer(li), li) for li in range(data.num_layers)])
 
-    def _predict(self, view, layer):
-        nh = view.q.shape[1]
-        self.check_fitted(layer, nh, *self.wq.shape[:2], view.q.shape[-1], self.wq.shape[2])
+    def _gates(self, view, layer) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gates ``G`` ``[S, H, M, M]`` of one layer's samples and the allowed blocks ``[S, 1, M, M]``."""
         b = self.values["b"]
         lengths = view.lengths.cpu()
         qbar, _ = pool_blocks(view.q.cpu(), lengths, b, keys=False)
@@ -216,8 +242,32 @@ class SeerGate(Predictor):
         m = qbar.shape[2]
         allowed = allowed_blocks(lengths, m, b, view.causal)[:, None]
         logits = gate_logits(qbar, kbar, self.wq[layer], self.wk[layer]).masked_fill(~allowed, float("-inf"))
-        gate = torch.softmax(logits, -1).nan_to_num(0.0)  # empty query blocks: all zero
-        return BlockGraph(select_blocks(gate, allowed, self.values["top"], self.values["t"]), b)
+        return torch.softmax(logits, -1).nan_to_num(0.0), allowed  # empty query blocks: all zero
+
+    def _calibrate(self, view, layer) -> torch.Tensor:
+        """The calibrated thresholds ``[H]`` of one layer, on the negated gates (module docstring)."""
+        b = self.values["b"]
+        gate, allowed = self._gates(view, layer)
+        s_count, nh, m, _ = gate.shape
+        ranked = select_blocks(gate, allowed, self.values["top"], 0.0)
+        values = (-gate).masked_fill(ranked, float("-inf")).masked_fill(~allowed, float("inf"))
+        weights = torch.zeros(s_count, m, m, dtype=torch.float64)
+        for s, n in enumerate(view.lengths.tolist()):
+            mb = -(-int(n) // b)
+            weights[s, :mb, :mb] = block_pair_counts(int(n), b, view.causal)
+        values = values.transpose(0, 1).reshape(nh, -1)  # [H, S * M * M]
+        return weighted_thresholds_below(values, weights.reshape(-1), self.values["sp"])
+
+    def _predict(self, view, layer):
+        nh = view.q.shape[1]
+        self.check_fitted(layer, nh, *self.wq.shape[:2], view.q.shape[-1], self.wq.shape[2])
+        gate, allowed = self._gates(view, layer)
+        if self.values["sp"] is None:
+            keep = select_blocks(gate, allowed, self.values["top"], self.values["t"])
+        else:
+            cut = self.thresholds[layer][None, :, None, None]  # [1, H, 1, 1], on -G
+            keep = select_blocks(gate, allowed, self.values["top"], 0.0) | ((-gate < cut) & allowed)
+        return BlockGraph(keep, self.values["b"])
 
     def _flops(self, n, d):
         m = -(-n // self.values["b"])

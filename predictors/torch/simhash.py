@@ -48,7 +48,10 @@ def query_radii(q_bits: torch.Tensor, k_bits: torch.Tensor, lengths: torch.Tenso
                 h: int, top: int, block: int = BLOCK) -> torch.Tensor:
     """``r_l(i) = max(h, d_top_l(i))`` of the module docstring: int64 ``[S, H, T, L]`` (``h`` on padding).
 
-    ``q_bits``, ``k_bits``: bool ``[S, H, T, L, K]``.
+    ``q_bits``, ``k_bits``: bool ``[S, H, T, L, K]``. With signs ``s = 2 bit - 1`` the Hamming distance is
+    ``(K - s_q . s_k) / 2``, so the ``top`` nearest keys are the ``top`` largest dot products: one partial
+    selection (``topk``) per block of queries, on float32 products (exact integers for ``K < 2^24``), over
+    the keys ``j < i1`` only when causal (the later ones are never allowed in the block).
     """
     s_count, nh, t, nl, nbits = q_bits.shape
     radii = torch.full((s_count, nh, t, nl), h, dtype=torch.int64)
@@ -56,17 +59,33 @@ def query_radii(q_bits: torch.Tensor, k_bits: torch.Tensor, lengths: torch.Tenso
         return radii
     for s in range(s_count):
         n = int(lengths[s])
-        for i0 in range(0, n, block):
-            i1 = min(n, i0 + block)
-            i = torch.arange(i0, i1)
-            allowed = torch.arange(n)[None, :] <= i[:, None] if causal else torch.ones(i1 - i0, n, dtype=torch.bool)
-            rank = (torch.minimum(allowed.sum(-1), torch.tensor(top)) - 1)  # [B]
-            for t in range(nl):
-                d = hamming(q_bits[s, :, i0:i1, t], k_bits[s, :, :n, t])  # [H, B, n]
-                d = d.masked_fill(~allowed, nbits + 1).sort(-1).values
-                kth = d.gather(2, rank[None, :, None].expand(nh, -1, 1)).squeeze(2)
-                radii[s, :, i0:i1, t] = kth.clamp(min=h)
+        sq, sk = q_bits[s, :, :n].float() * 2 - 1, k_bits[s, :, :n].float() * 2 - 1  # [H, n, L, K]
+        for t in range(nl):
+            keys_t = sk[:, :, t].transpose(-1, -2).contiguous()  # [H, K, n]
+            for i0 in range(0, n, block):
+                i1 = min(n, i0 + block)
+                radii[s, :, i0:i1, t] = _block_radii(sq[:, i0:i1, t], keys_t, i0, causal, top, nbits).clamp(min=h)
     return radii
+
+
+def _block_radii(q_signs: torch.Tensor, key_signs: torch.Tensor, i0: int, causal: bool, top: int,
+                 nbits: int) -> torch.Tensor:
+    """``d_top(i)`` of the queries ``i0 .. i0 + B - 1``: ``q_signs`` ``[H, B, K]``, ``key_signs`` ``[H, K, n]``
+    (signs); int64 ``[H, B]``. A query with fewer than ``top`` allowed keys takes its farthest one."""
+    b = q_signs.shape[1]
+    i1 = i0 + b
+    cols = i1 if causal else key_signs.shape[-1]
+    dots = torch.matmul(q_signs, key_signs[..., :cols])  # [H, B, cols]
+    if causal:
+        future = torch.arange(cols)[None, :] > torch.arange(i0, i1)[:, None]
+        dots.masked_fill_(future, -float(nbits) - 1)
+        allowed = torch.arange(i0, i1) + 1
+    else:
+        allowed = torch.full((b,), cols)
+    best = dots.topk(min(top, cols), dim=-1).values  # [H, B, top], largest products = nearest codes
+    rank = torch.clamp(allowed, max=top) - 1
+    kth = best.gather(2, rank[None, :, None].expand(best.shape[0], -1, 1)).squeeze(2)
+    return ((nbits - kth) / 2).round().long()
 
 
 @dataclass
@@ -123,6 +142,7 @@ class SimHash(Predictor):
 
     kind = "hashing"
     family = "simhash"
+    randomised = True  # random hyperplanes
     params = (
         Param("b", "b", int, 8, doc="bits per table"),
         Param("l", "l", int, 4, doc="tables, OR-ed"),
