@@ -96,7 +96,7 @@ def test_missing_keys_unknown_profiles_and_bad_files(tmp_path):
 
 def test_seeds_of_the_profiles_and_their_default(tmp_path):
     profiles = load_profiles(SUITE_PROFILES)
-    assert [profiles[p].seeds for p in PROFILES] == [(0,), (0, 1, 2), (0, 1, 2, 3, 4)]
+    assert [profiles[p].seeds for p in PROFILES] == [(0,), (0, 1), (0, 1, 2, 3, 4)]
     assert load_profile(write(tmp_path, MINIMAL), "tiny").seeds == (0,)
     assert load_profile(write(tmp_path, MINIMAL + "seeds = [3, 0]\n"), "tiny").seeds == (3, 0)
 
