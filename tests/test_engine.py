@@ -185,13 +185,13 @@ def test_workers_get_this_checkout_and_pinned_openmp(monkeypatch):
 
 
 def _rec(time: dict) -> dict:
-    from tests.test_records import predictor_rec
+    from test_records import predictor_rec
 
     return predictor_rec(time=time)
 
 
 def test_ratios_use_the_reference_timed_in_the_same_task(tmp_path):
-    from tests.test_records import dense_rec
+    from test_records import dense_rec
 
     write_json_atomic(record_path(tmp_path, "dense", "b"), dense_rec())  # 0.5 s, timed elsewhere
     write_json_atomic(record_path(tmp_path, "predictor", "serial"), _rec({"mean": 0.01}))
