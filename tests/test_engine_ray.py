@@ -46,6 +46,12 @@ def short_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it (a background job of a script inherits it ignored,
+    and then Python never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def env_for(reports: Path, cache: Path, ray_tmp: Path, **extra) -> dict:
     return {**os.environ, "PYTHONPATH": PY_PATH, "SPARSEBENCH_REPORTS": str(reports),
             "SPARSEBENCH_CACHE": OUTER_CACHE or str(cache), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
@@ -177,7 +183,8 @@ def test_an_interrupted_ray_sweep_loses_no_finished_record(tmp_path, short_tmp):
     env = env_for(reports, tmp_path / "cache", short_tmp)
     run = reports / "runs" / "int"
     proc = subprocess.Popen([sys.executable, *SUITE, "--predictors", SHORT, "--run", "int", "--engine", "ray"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_sigint)
     folder = run / "records" / "predictor"
     deadline = time.monotonic() + 600
     while not list(folder.glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:

@@ -27,11 +27,18 @@ SUITE = ["-m", "pytest", "-c", "bench/suite/pytest.ini", "bench/suite", "--profi
          "--predictors", "window*,sf-kmeans*", "--no-scaling", "-k", "bench_predictor", "-q"]
 
 
+def default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. A background job of a shell without job control
+    (``cmd &`` in a script, as CI may start the tests) inherits SIGINT ignored, and Python then never
+    raises KeyboardInterrupt: the interruption under test would not happen."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(run: str, reports: Path, cache: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARSEBENCH_REPORTS": str(reports), "SPARSEBENCH_CACHE": str(cache),
            "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, *SUITE, "--run", run], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
