@@ -203,6 +203,17 @@ def test_load_run_needs_a_summary(tmp_path):
     assert run.heads.empty and run.configs.empty and run.scaling.empty and run.datasets == []
 
 
+def test_load_run_reads_a_gzipped_results_csv(tmp_path):
+    # The committed reference keeps its per-head table compressed: the same rows as the plain file.
+    import gzip
+
+    (tmp_path / "summary.json").write_text(json.dumps({"predictors": [], "scaling": []}))
+    text = "dataset,backend,name,family,layer,head,recall,sparsity\nd,torch,window-w3,window,0,1,0.5,0.9\n"
+    (tmp_path / "results.csv.gz").write_bytes(gzip.compress(text.encode()))
+    heads = load_run(tmp_path).heads
+    assert len(heads) == 1 and heads.iloc[0]["recall"] == 0.5 and heads.iloc[0]["head"] == 1
+
+
 def test_environment_rows_name_the_corpus_hash_and_devices():
     summary = {"environment": {"torch": "2.13.0+cpu", "faiss": None},
                "dense": [{"device": "cpu"}], "scaling": [{"device": "cuda"}],

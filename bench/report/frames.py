@@ -36,7 +36,8 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read ``summary.json`` (required) and ``results.csv`` (optional) of a run folder."""
+    """Read ``summary.json`` (required) and ``results.csv`` (optional; or ``results.csv.gz``, as the
+    committed reference keeps it) of a run folder."""
     path = Path(run_dir)
     sfile = path / "summary.json"
     if not sfile.is_file():
@@ -45,8 +46,8 @@ def load_run(run_dir: str | Path) -> Run:
         summary = json.loads(sfile.read_text())
     except json.JSONDecodeError as exc:
         raise BenchError(f"{sfile} is not valid JSON ({exc})") from None
-    csv = path / "results.csv"
-    heads = heads_frame(pd.read_csv(csv)) if csv.is_file() else heads_frame(pd.DataFrame())
+    csv = next((f for f in (path / "results.csv", path / "results.csv.gz") if f.is_file()), None)
+    heads = heads_frame(pd.read_csv(csv)) if csv is not None else heads_frame(pd.DataFrame())
     return Run(path=path, summary=summary, configs=configs_frame(summary), heads=heads,
                scaling=scaling_frame(summary))
 
