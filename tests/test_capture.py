@@ -243,3 +243,33 @@ def test_sliding_window_layers_are_refused_and_global_ones_captured(tmp_path):
     data, layers = captured(folder, ids_list, layers=[1])
     assert data.causal and data.scale == 64 ** -0.5 and data.num_kv_heads == 2
     assert_reproduces(data, model_probs(folder, ids_list)[0], layers)
+
+
+@pytest.mark.slow
+def test_capture_then_bench_then_report_on_the_tiny_causal_model(tiny_llama, tmp_path, monkeypatch):
+    # README's three commands on a causal model with grouped key/value heads: capture, the suite on the
+    # file (smoke sweep, a subset of families, no scaling), then its report from the run folder.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    reports = tmp_path / "reports"
+    monkeypatch.setenv("SPARSEBENCH_REPORTS", str(reports))
+    out = tmp_path / "tiny.safetensors"
+    assert main(["capture", str(tiny_llama), str(out), "--corpus", "pydoc", "--samples", "8", "--length", "32"]) == 0
+    env = {**os.environ, "SPARSEBENCH_REPORTS": str(reports),
+           "PYTHONPATH": os.pathsep.join([str(root)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    cmd = [sys.executable, "-m", "pytest", "-c", "bench/suite/pytest.ini", "bench/suite", "--dataset", f"file:{out}",
+           "--profile", "smoke", "--predictors", "sf-kmeans*,window*", "--backend", "torch", "--no-scaling",
+           "-k", "bench_predictor or bench_dense"]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = reports / "runs" / "file-tiny"
+    summary = json.loads((run / "summary.json").read_text())
+    assert {e["family"] for e in summary["predictors"]} == {"sf-kmeans", "window"}
+    shown = subprocess.run([sys.executable, "-m", "bench.report", str(run)], cwd=root, env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-3000:]
+    assert (run / "report" / "report.html").is_file() and (run / "report" / "README.md").is_file()
