@@ -34,6 +34,19 @@ def check_target_sparsity(family: str, sp: float) -> None:
         raise PredictorError(f"{family}: target sparsity sp must be in [0, 1], got {sp}")
 
 
+def one_budget(family: str, values: dict, knob: str, default) -> bool:
+    """Check a family's budget: its absolute ``knob`` or the calibrated ``sp``, never both; a valid ``sp``;
+    ``values[knob] = default`` when neither is given. True when the budget is calibrated (``sp``)."""
+    if values[knob] is not None and values["sp"] is not None:
+        raise PredictorError(f"{family}: give one budget, {knob} (absolute) or sp (calibrated), not both")
+    if values["sp"] is not None:
+        check_target_sparsity(family, values["sp"])
+        return True
+    if values[knob] is None:
+        values[knob] = default
+    return False
+
+
 def thresholds_below(values: torch.Tensor, sp: float) -> torch.Tensor:
     """Per-head thresholds ``[H]`` from pooled values ``[H, M]`` (see the module docstring)."""
     heads, m = values.shape

@@ -39,7 +39,7 @@ import math
 import torch
 
 from predictors.base import Param, Predictor
-from predictors.calibration import check_target_sparsity, weighted_thresholds_below
+from predictors.calibration import one_budget, weighted_thresholds_below
 from predictors.errors import PredictorError
 from predictors.masking import allowed_keys
 from predictors.registry import register
@@ -146,16 +146,9 @@ class HashAttention(Predictor):
 
     def check(self):
         super().check()
-        h, sp = self.values["h"], self.values["sp"]
-        if h is not None and sp is not None:
-            raise PredictorError(f"{self.family}: give one budget, h (absolute) or sp (calibrated), not both")
-        if sp is not None:
-            check_target_sparsity(self.family, sp)
-            if self.values["top"] != 0:
-                raise PredictorError(f"{self.family}: sp calibrates the radius alone; give top=0 with it, "
-                                     f"got top={self.values['top']}")
-        elif h is None:
-            self.values["h"] = 0
+        if one_budget(self.family, self.values, "h", 0) and self.values["top"] != 0:
+            raise PredictorError(f"{self.family}: sp calibrates the radius alone; give top=0 with it, "
+                                 f"got top={self.values['top']}")
         check_hamming(self.family, {**self.values, "h": self.values["h"] or 0})
 
     def _fit(self, data, gold):

@@ -44,7 +44,7 @@ import torch
 
 from predictors import memo
 from predictors.base import Param, Predictor
-from predictors.calibration import block_pair_counts, check_target_sparsity, weighted_thresholds_below
+from predictors.calibration import block_pair_counts, one_budget, weighted_thresholds_below
 from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph
 from predictors.registry import register
@@ -212,13 +212,8 @@ class SeerGate(Predictor):
     def check(self):
         super().check()
         b, top, t, sp = self.values["b"], self.values["top"], self.values["t"], self.values["sp"]
-        if t is not None and sp is not None:
-            raise PredictorError(f"{self.family}: give one budget, t (absolute) or sp (calibrated), not both")
-        if sp is not None:
-            check_target_sparsity(self.family, sp)
-        elif t is None:
-            self.values["t"] = t = 0.0
-        t = 0.0 if t is None else t
+        one_budget(self.family, self.values, "t", 0.0)
+        t = 0.0 if self.values["t"] is None else self.values["t"]
         if b < 1 or top < 0 or not 0.0 <= t <= 1.0:
             raise PredictorError(f"{self.family}: need b >= 1, top >= 0 and 0 <= t <= 1, got b={b}, top={top}, t={t}")
         if top == 0 and t == 0.0 and sp is None:

@@ -17,7 +17,7 @@ of its valid fit pairs is left out (:mod:`predictors.calibration`; ``sf-dist-r4-
 from __future__ import annotations
 
 from predictors.base import Param
-from predictors.calibration import calibrate_below, check_target_sparsity
+from predictors.calibration import calibrate_below, one_budget
 from predictors.errors import PredictorError
 from predictors.graphs import DistanceGraph, projected_distances
 from predictors.projections import PROJECTION_PARAMS, ProjectedPredictor, projection_flops
@@ -55,14 +55,9 @@ class SparsefinderDistance(ProjectedPredictor):
     )
 
     def check_family(self) -> None:
-        t, sp = self.values["t"], self.values["sp"]
-        if t is not None and sp is not None:
-            raise PredictorError(f"{self.family}: give one budget, t (absolute) or sp (calibrated), not both")
-        if sp is not None:
-            check_target_sparsity(self.family, sp)
+        if one_budget(self.family, self.values, "t", 2.0):
             return
-        if t is None:
-            self.values["t"] = t = 2.0
+        t = self.values["t"]
         if not t >= 0:
             raise PredictorError(f"{self.family}: threshold t must be >= 0, got {t}")
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 import torch
 
 from predictors.base import Param, Predictor
-from predictors.calibration import block_pair_counts, check_target_sparsity, weighted_thresholds_below
+from predictors.calibration import block_pair_counts, one_budget, weighted_thresholds_below
 from predictors.errors import PredictorError
 from predictors.graphs import BlockGraph
 from predictors.registry import register
@@ -144,16 +144,12 @@ class XAttention(Predictor):
 
     def check(self):
         super().check()
-        b, st, t, sp = self.values["b"], self.values["st"], self.values["t"], self.values["sp"]
+        b, st = self.values["b"], self.values["st"]
         if b < 1 or st < 1 or b % st:
             raise PredictorError(f"{self.family}: need b >= 1, st >= 1 and b % st == 0, got b={b}, st={st}")
-        if t is not None and sp is not None:
-            raise PredictorError(f"{self.family}: give one budget, t (absolute) or sp (calibrated), not both")
-        if sp is not None:
-            check_target_sparsity(self.family, sp)
+        if one_budget(self.family, self.values, "t", 0.9):
             return
-        if t is None:
-            self.values["t"] = t = 0.9
+        t = self.values["t"]
         if not 0.0 < t <= 1.0:
             raise PredictorError(f"{self.family}: threshold t must be in (0, 1], got {t}")
 
