@@ -64,13 +64,12 @@ class Console:
     _shown: bool = field(default=False, repr=False)
 
     def status(self, text: str = "") -> None:
-        """Rewrite the transient line: ``prefix · text`` (interactive consoles only)."""
+        """Rewrite the transient line: ``prefix · text`` (interactive consoles only), at most ``width - 1``
+        characters: a line too wide loses the end of the prefix first, so a long step's count and time
+        left stay in sight on a narrow terminal."""
         if not self.interactive:
             return
-        shown = " · ".join(t for t in (self.prefix, text) if t)
-        if len(shown) >= self.width:
-            shown = shown[: self.width - 2] + "…"
-        self.write("\r" + shown + "\x1b[K")
+        self.write("\r" + fit_line(self.prefix, text, self.width - 1) + "\x1b[K")
         self._shown = True
 
     def line(self, text: str) -> None:
@@ -85,6 +84,24 @@ class Console:
         if self._shown:
             self.write("\r\x1b[K")
             self._shown = False
+
+
+MIN_PREFIX = 16  # characters of a shortened prefix worth showing (else the step's text alone)
+
+
+def fit_line(prefix: str, text: str, width: int) -> str:
+    """``prefix · text`` in at most ``width`` characters: the prefix is cut (ending in ``…``) before the
+    text is; a prefix shorter than :data:`MIN_PREFIX` after the cut is left out, and a text that alone
+    is too wide is cut at its end."""
+    line = " · ".join(t for t in (prefix, text) if t)
+    if len(line) <= width:
+        return line
+    if prefix and text:
+        room = width - len(text) - len(" · ")
+        if room >= MIN_PREFIX:
+            return prefix[: room - 1] + "… · " + text
+        line = text
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def stderr_console() -> Console:

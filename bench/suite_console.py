@@ -71,6 +71,25 @@ def _skipped_for(report, reason: str) -> bool:
     return bool(report.skipped and isinstance(longrepr, tuple) and reason in str(longrepr[-1]))
 
 
+def corpus_line(config) -> str | None:
+    """``corpus fortunes-bsd (minilm, entmax-lm): 2,155,174 characters, sha256 0d13...``: the text the
+    session's text datasets read, named and hashed as every record and baseline stores it; None when no
+    selected dataset reads a corpus, or when it cannot be read (preparing the data names the problem)."""
+    from bench.data.corpora import load_corpus
+    from bench.errors import BenchError
+
+    state = getattr(config, "sparsebench", None) or {}
+    texts = [d for d in state.get("datasets", ()) if not d.startswith("file:") and d != "synthetic"]
+    if not texts:
+        return None
+    try:
+        corpus = load_corpus(state["profile"].data.corpus)
+    except BenchError:
+        return None
+    return (f"corpus {corpus.name} ({', '.join(texts)}): {len(corpus.text):,} characters, "
+            f"sha256 {corpus.sha256}")
+
+
 def short_path(path: Path) -> str:
     """``path`` relative to the current folder when inside it (what a reader types next)."""
     try:
@@ -140,6 +159,8 @@ class SuiteConsole:
         per = Counter(phase_of(item.location[0]) for item in session.items)
         parts = ", ".join(f"{per[p]} {p}" for p in PHASE_ORDER if per.get(p))
         self.console.line(f"sparsebench: {self.total} configurations ({parts})")
+        if line := corpus_line(self.config):
+            self.console.line(line)
 
     def pytest_runtest_logstart(self, nodeid, location):
         if self.start is None:

@@ -188,3 +188,44 @@ def test_suite_console_on_a_terminal_rewrites_one_status_line(tmp_path):
     assert re.search(r"\r\x1b\[Kdata synthetic ready in ", out)  # a permanent line in place of the status
     summary = out[out.index("sparsebench results"):]
     assert "\r" not in summary.replace("\r\n", "\n") and "configurations: 5 measured" in summary
+
+
+def test_a_wide_status_cuts_the_prefix_before_the_step():
+    from bench.progress import fit_line
+
+    prefix = "[   5/1046] dense entmax-lm-entmax15-topk · 0:13 elapsed, ~35:17 left"
+    step = "train entmax-lm 120/400 steps [ 30%] 1:02, ~2:24 left"
+    line = fit_line(prefix, step, 79)
+    assert len(line) == 79 and line.endswith(" · " + step)
+    assert line.startswith("[   5/1046] dense") and "… · train" in line
+    assert fit_line(prefix, step, 200) == prefix + " · " + step  # room for both: nothing cut
+    assert fit_line(prefix, step, 60) == step  # too little left for a useful prefix: the step alone
+    assert fit_line(prefix, step, 20) == step[:19] + "…"
+    assert fit_line(prefix, "", 30) == prefix[:29] + "…"
+
+
+def test_console_status_keeps_the_time_left_on_a_narrow_terminal():
+    out: list[str] = []
+    con = Console(write=out.append, interactive=True, width=80)
+    con.prefix = "[  12/1046] predictors minilm-torch-sf-dist-r4-sp0.9 · 3:12 elapsed, ~41:20 left"
+    con.status("gold minilm 40/128 samples [ 31%] 0:12, ~0:27 left")
+    shown = out[-1].removeprefix("\r").removesuffix("\x1b[K")
+    assert len(shown) <= 79 and shown.endswith("~0:27 left")
+
+
+def test_the_session_names_and_hashes_its_corpus():
+    from types import SimpleNamespace
+
+    from bench.data.corpora import load_corpus
+    from bench.suite_console import corpus_line
+
+    def config(datasets, corpus=None):
+        profile = SimpleNamespace(data=SimpleNamespace(corpus=corpus))
+        return SimpleNamespace(sparsebench={"datasets": datasets, "profile": profile})
+
+    bsd = load_corpus("fortunes-bsd")
+    line = corpus_line(config(["minilm", "entmax-lm", "synthetic"]))
+    assert line == (f"corpus fortunes-bsd (minilm, entmax-lm): {len(bsd.text):,} characters, sha256 {bsd.sha256}")
+    assert corpus_line(config(["minilm"], "pydoc")).startswith("corpus pydoc (minilm): ")
+    assert corpus_line(config(["synthetic", "file:x.safetensors"])) is None  # no text read
+    assert corpus_line(config(["minilm"], "file:/no/such/corpus.txt")) is None  # preparing the data says why
