@@ -157,3 +157,24 @@ def test_scores_that_overflow_float32_are_refused_naming_the_layer():
     q[1, 1, 2], k[1, 1, 2] = 1e20, 1e20  # finite, but scale * q.k = 8 * 1e40 / sqrt(8) overflows float32
     with pytest.raises(DataError, match=r"not finite in float32 .* in layer 1, sample 1, head 2, query 0"):
         compute_gold(replace(d, q=q, k=k))
+
+
+def test_the_finite_bound_skips_the_check_only_where_no_score_can_overflow():
+    from bench.evaluation.gold import FINITE_BOUND, scores_stay_finite
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 5, 8, generator=g), torch.randn(2, 7, 8, generator=g)
+    assert scores_stay_finite(q, k, 8 ** -0.5)
+    big = k.clone()
+    big[1, 3] = 1e19  # |k_j| ~ 2.8e19, |q_i| ~ 3: the bound 8e19 * 3 / sqrt(8) is fine ...
+    assert scores_stay_finite(q, big, 8 ** -0.5)
+    big[1, 3] = 1e37  # ... this one is not, although the product may still fit
+    assert not scores_stay_finite(q, big, 8 ** -0.5)
+    nan = q.clone()
+    nan[0, 0, 0] = float("nan")
+    assert not scores_stay_finite(nan, k, 1.0) and not scores_stay_finite(q, torch.full_like(k, float("inf")), 1.0)
+    assert scores_stay_finite(q[:, :0], k, 1.0)  # no queries: nothing to overflow
+    # Right at the bound: the largest row norms times the scale.
+    q1, k1 = torch.full((1, 1, 1), 1e18), torch.full((1, 1, 1), 1e18)
+    assert scores_stay_finite(q1, k1, FINITE_BOUND / 1e36 * 0.99)
+    assert not scores_stay_finite(q1, k1, FINITE_BOUND / 1e36 * 1.01)  # 1e18 is 0.99999998e18 in float32
