@@ -167,6 +167,66 @@ def test_fast_entmax_rows_equal_the_library(rows, m, spread, keep, seed):
     assert torch.allclose(got.sum(-1)[allowed.any(-1)], torch.ones(int(allowed.any(-1).sum())), atol=1e-5)
 
 
+@settings(max_examples=60, deadline=None)
+@given(rows=st.integers(1, 40), m=st.integers(2, 400), spread=st.sampled_from([1e-3, 0.1, 1.0, 3.0, 30.0]),
+       keep=st.floats(0.0, 1.0), ties=st.booleans(), k=st.sampled_from([1, 4, 16, 32]),
+       seed=st.integers(0, 2**31 - 1))
+def test_candidate_values_give_topks_threshold_bit_for_bit(rows, m, spread, keep, ties, k, seed):
+    """top_values keeps only the entries at or above CANDIDATE_FLOOR: the threshold and the support count
+    of the sort-based formula are those of topk's values, the same floats (torch.equal)."""
+    from bench.execution.row_entmax import CANDIDATE_FLOOR, top_values
+    from predictors.entmax import threshold15
+    from predictors.masking import MASK_GAP
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, m, generator=g) * spread
+    if ties:
+        x = x.round()
+    x = torch.where(torch.rand(rows, m, generator=g) < keep, x, -MASK_GAP)  # banned, as the blocks give them
+    z = (x - x.amax(-1, keepdim=True)) / 2
+    k = min(k, m - 1)
+    want, got = z.topk(k, dim=-1).values, top_values(z, k)
+    for a, b in zip(threshold15(want), threshold15(got)):
+        assert torch.equal(a, b)
+    real = want >= CANDIDATE_FLOOR
+    assert torch.equal(got[real], want[real]) and torch.all(got[~real] == -MASK_GAP / 2)
+
+
+def test_rows_of_padding_are_not_widened(monkeypatch):
+    """A row with no allowed entry (a padding slot of a code block) looks like a full support: it is
+    all zeros and never sorted again."""
+    from bench.execution import row_entmax as rows_module
+
+    calls = []
+    real = rows_module.top_values
+    monkeypatch.setattr(rows_module, "top_values", lambda z, k: calls.append(z.shape[0]) or real(z, k))
+    scores = torch.randn(6, 200, generator=torch.Generator().manual_seed(0)) * 10  # small supports: no real widening
+    allowed = torch.ones(6, 200, dtype=torch.bool)
+    allowed[[1, 4]] = False
+    p = entmax15_rows(scores.clone(), allowed)
+    assert calls == [6] and torch.all(p[[1, 4]] == 0)
+    assert torch.allclose(p[[0, 2, 3, 5]], row_entmax(scores, allowed)[[0, 2, 3, 5]], atol=1e-6)
+
+
+@pytest.mark.parametrize("piece", [1, 300])
+def test_row_blocks_cut_into_pieces_give_the_same_attention(monkeypatch, piece):
+    """Groups of code blocks cut into pieces of at most `piece` entries (one chunk at least, each padded
+    to its own widest code): the same restricted attention and counts as the masked reference."""
+    from bench.execution import code_blocks
+
+    monkeypatch.setattr(code_blocks, "MAX_PIECE", piece)
+    q, k, v, lengths = data(t=130, seed=6)
+    for name in ("code-top1", "union"):
+        check_equal(q, k, v, lengths, False, graphs(3, 2, 130, seed=6)[name])
+    table = code_blocks.CodeTable(graphs(3, 2, 130, seed=6)["code-top1"], 0, 130, q.device)
+    rows = torch.arange(2 * 130)
+    qf, kf = q[0, :, :130].reshape(260, -1), k[0, :, :130].reshape(260, -1)
+    blocks = code_blocks.CodeBlocks(table, rows, qf, kf, v[0, :, :130].reshape(260, -1), 130, 0.5, False, 8, 1.25)
+    for g in blocks.groups:
+        assert g.nch == 1 or g.nch * g.chunk * g.w <= piece
+        assert g.w == int(table.kcnt[g.chunk_code].max())
+
+
 # ---------------------------------------------------------------- sparse == masked
 
 
