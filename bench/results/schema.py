@@ -84,7 +84,7 @@ OPTIONAL: dict[str, dict[str, str]] = {
                     "sparsity": "number?", "support_sparsity": "number?", "predict_seconds": "number?",
                     "environment": "object"},
     "sparse_exec_goal": {"device": "str", "heads": "int", "rounds": "int", "dense_seconds": "numbers",
-                         "sparse_seconds": "numbers", "environment": "object"},
+                         "sparse_seconds": "numbers", "efficiency_min": "number?", "environment": "object"},
     "gpu": {"device": "str", "heads": "int", "head_dim": "int", "causal": "bool", "sparsity": "number?",
             "support_sparsity": "number?", "predict_seconds": "number?", "output_error": "number?",
             "compile_seconds": "number?", "peak_bytes": "int", "gold_sparsity": "number?", "environment": "object"},
