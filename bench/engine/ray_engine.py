@@ -187,12 +187,9 @@ class _Sweep:
                     cases = self.pending.pop(done[0])
                     step.update(self.settle(done[0], cases), note=cases[-1].label())
         except BaseException:  # an interrupt: what finished was handed over, nothing more is started
-            # Cancelled, not killed (force=False: a running task gets KeyboardInterrupt): workers killed
-            # under the driver's feet just before ray.shutdown() sometimes made Ray's core worker end the
-            # driver with status 1 instead of the interrupt's 2 (seen once in six interrupted runs).
             for ref in self.pending:
                 try:
-                    self.ray.cancel(ref, force=False)
+                    self.ray.cancel(ref, force=True)
                 except Exception:  # noqa: BLE001 - finished meanwhile, or Ray already going down
                     pass
             raise
