@@ -36,8 +36,9 @@ def top_values(z: torch.Tensor, k: int) -> torch.Tensor:
     order = vals.argsort(descending=True, stable=True)
     order = order[rows[order].argsort(stable=True)]  # by row, decreasing within a row
     rows, vals = rows[order], vals[order]
-    start = torch.cumsum(torch.bincount(rows, minlength=r), 0)
-    pos = torch.arange(rows.numel(), device=z.device) - (start - torch.bincount(rows, minlength=r))[rows]
+    counts = torch.bincount(rows, minlength=r)
+    first = torch.cumsum(counts, 0) - counts  # where each row's candidates start
+    pos = torch.arange(rows.numel(), device=z.device) - first[rows]
     keep = pos < k
     out = z.new_full((r, k), -MASK_GAP / 2)
     out[rows[keep], pos[keep]] = vals[keep]
