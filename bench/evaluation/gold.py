@@ -106,7 +106,7 @@ def scores_stay_finite(q: torch.Tensor, k: torch.Tensor, scale: float) -> bool:
     in float32 without looking at them: ``q`` and ``k`` finite and, by Cauchy-Schwarz, every partial sum
     of a product at most ``|scale| max_i |q_i| max_j |k_j|`` (twice that with rounding, far below
     float32's limit when this is under :data:`FINITE_BOUND`). When it holds, the per-block check of
-    the scores (a third of the gold's time at n = 4096: ``isfinite`` is two passes, ``all`` a third)
+    the scores (half the gold's time at n = 4096: ``isfinite`` is two passes, ``all`` a third)
     is left out; when not, every block is checked and an overflow is named."""
     if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(k).all())):
         return False
