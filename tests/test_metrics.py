@@ -113,3 +113,28 @@ def test_mass_never_exceeds_one_by_rounding():
     d, gold = one_head(3, True, seed=594)
     res = score_layer(d.layer(0), gold.layers[0], MaskGraph(torch.ones(1, 1, 3, 3, dtype=torch.bool)))
     assert res["mass"].item() == 1.0 and res["recall"].item() == 1.0
+
+
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30])
+def test_gold_terms_kept_between_graphs_give_the_fresh_scores_bit_for_bit(monkeypatch, keep_bytes):
+    """The gold-only terms of each block (and, within the byte budget, its dense mask and probabilities)
+    are kept on the layer's gold for the next graph: scoring graphs one after another on one gold gives
+    exactly what each gives on a gold never scored before, with or without the dense blocks kept."""
+    import copy
+
+    from bench.evaluation import metrics
+
+    monkeypatch.setattr(metrics, "DENSE_KEEP_BYTES", keep_bytes)
+    d = synthetic(samples=3, layers=1, heads=2, length=70, dim=8, causal=True, seed=4)
+    layer = compute_gold(d).layers[0]
+    pristine = copy.deepcopy(layer)
+    g = torch.Generator().manual_seed(1)
+    graphs = [MaskGraph(torch.rand(3, 2, 70, 70, generator=g) < p) for p in (0.1, 0.5, 0.9)] + [WindowGraph(5, 2)]
+    for graph in graphs:
+        shared = score_layer(d.layer(0), layer, graph, block=32)
+        fresh = score_layer(d.layer(0), copy.deepcopy(pristine), graph, block=32)
+        for name in fresh:
+            assert torch.equal(shared[name].nan_to_num(-7.0), fresh[name].nan_to_num(-7.0)), name
+    kept = [m for key, m in layer._score_terms.items() if key != "dense_bytes"]
+    assert len(kept) == sum(-(-int(n) // 32) for n in d.lengths)  # one entry per block of 32 rows
+    assert all((m[0] is None) == (keep_bytes == 0) for m in kept)

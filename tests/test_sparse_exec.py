@@ -152,17 +152,26 @@ def test_restricted_probabilities_are_entmax_over_exactly_the_predicted_pairs():
     assert out[0, 0, [0, 2, 3]].abs().max() == 0
 
 
-@settings(max_examples=40, deadline=None)
-@given(rows=st.integers(1, 30), m=st.integers(1, 300), spread=st.sampled_from([1e-3, 0.1, 1.0, 10.0]),
-       keep=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
-def test_fast_entmax_rows_equal_the_library(rows, m, spread, keep, seed):
-    # The sparse execution's own 1.5-entmax (partial sort, widened for unsure rows) against entmax15.
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 30), m=st.integers(1, 300), spread=st.sampled_from([1e-3, 0.1, 1.0, 10.0, 100.0]),
+       keep=st.floats(0.0, 1.0), ties=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_fast_entmax_rows_equal_the_library(rows, m, spread, keep, ties, seed):
+    """The sparse execution's own 1.5-entmax (candidates only, widened for unsure rows), which the output
+    error of bench.evaluation.metrics uses too: bit for bit row_entmax (entmax15's sort-based formula on the
+    masked row), ties included; and close to the library's entmax15 on the allowed entries."""
+    from entmax import entmax15
+
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(rows, m, generator=g) * spread
+    if ties:
+        scores = scores.round()
     allowed = torch.rand(rows, m, generator=g) < keep
     want = row_entmax(scores, allowed)
     got = entmax15_rows(scores.clone(), allowed)
-    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.equal(got, want)
+    some = allowed.any(-1)
+    library = entmax15(scores[some].masked_fill(~allowed[some], float("-inf")), dim=-1)
+    assert torch.allclose(got[some], library, atol=1e-6)
     assert torch.all(got[~allowed] == 0) and torch.all(got[~allowed.any(-1)] == 0)
     assert torch.allclose(got.sum(-1)[allowed.any(-1)], torch.ones(int(allowed.any(-1).sum())), atol=1e-5)
 

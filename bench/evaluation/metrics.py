@@ -10,7 +10,10 @@ probabilities ``p``, and predicted pairs ``P`` (intersected with ``V``):
 * mass      = sum of p over P & G, divided by the sum of p over G (n up to float rounding: each row of
               p sums to 1; both sums are reduced alike, so mass never exceeds 1 by rounding)
 * output_error = ||O - O_hat||_F / ||O||_F, with O = p V and O_hat = alpha-entmax restricted to P, times
-  V (NaN when the data has no V). A query whose row of P is empty gets O_hat_i = 0.
+  V (NaN when the data has no V). A query whose row of P is empty gets O_hat_i = 0. The restricted
+  probabilities are the sparse execution's (:func:`bench.execution.row_entmax.rows_p`): for alpha = 1.5
+  the threshold from the candidates of each row only, bit for bit :func:`predictors.entmax.row_entmax`'s
+  (tests/test_sparse_exec.py) at a third of its time on real heads.
 
 Metrics are computed per sample and head, then macro-averaged over samples (NaN-aware), per head; the
 caller averages over heads and layers. Nothing larger than ``[H, block, n]`` is ever built.
@@ -21,8 +24,8 @@ from __future__ import annotations
 import torch
 
 from bench.evaluation.metric_table import PAIR_METRICS
+from bench.execution.row_entmax import rows_p
 from predictors.data import LayerView
-from predictors.entmax import row_entmax
 from predictors.masking import allowed_keys, block_scores
 from predictors.support import LayerGold
 
@@ -59,28 +62,62 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
             if pred.shape != (nh, i1 - i0, n):
                 raise ValueError(f"graph block has shape {tuple(pred.shape)}, expected {(nh, i1 - i0, n)}")
             pred &= allowed
-            g_mask, g_prob = gold.block(s, i0, i1, n)
+            g_mask, g_prob, g = gold_terms(gold, s, i0, i1, n, v)
             hit = pred & g_mask
-            acc["valid_pairs"][s] += float(allowed.sum())
-            acc["gold_pairs"][s] += g_mask.sum((1, 2)).double()
+            acc["valid_pairs"][s] += g["valid"]
+            acc["gold_pairs"][s] += g["pairs"]
             acc["pred_pairs"][s] += pred.sum((1, 2)).double()
             acc["hit_pairs"][s] += hit.sum((1, 2)).double()
-            row_exact = hit.sum(-1) == g_mask.sum(-1)  # [H, B]
+            row_exact = hit.sum(-1) == g["row_counts"]  # [H, B]
             acc["exact_rows"][s] += row_exact.sum(-1).double()
             acc["mass_sum"][s] += (g_prob * hit).sum((1, 2)).double()
-            acc["gold_mass"][s] += (g_prob * g_mask).sum((1, 2)).double()  # the same reduction, all of G
+            acc["gold_mass"][s] += g["mass"]  # the same reduction as mass_sum, over all of G
             if v is not None:
-                out = torch.bmm(g_prob, v)
-                acc["out_sq"][s] += out.pow(2).sum((1, 2)).double()
+                out = g["out"]
+                acc["out_sq"][s] += g["out_sq"]
                 # Exact rows keep their attention; only the others are recomputed.
                 redo = ~row_exact
                 if redo.any():
                     scores = block_scores(view.q[s, :, i0:i1], k, view.scale)
                     p_hat = torch.zeros_like(g_prob)
-                    p_hat[redo] = row_entmax(scores[redo], pred[redo], view.alpha)  # empty rows: all zero
+                    p_hat[redo] = rows_p(scores[redo], pred[redo], view.alpha)  # empty rows: all zero
                     diff = torch.bmm(p_hat, v) - out
                     acc["err_sq"][s] += (diff * redo[..., None]).pow(2).sum((1, 2)).double()
     return _metrics(acc, view.lengths.double()[:, None], view.v is not None)
+
+
+#: Bytes of dense gold blocks (mask and probabilities) a layer's gold keeps for the next graph scored on
+#: it; beyond, blocks are expanded again from the CSR each time (the small terms are always kept).
+DENSE_KEEP_BYTES = 128 << 20
+
+
+def gold_terms(gold: LayerGold, s: int, i0: int, i1: int, n: int, v: torch.Tensor | None):
+    """``(mask, probs, terms)`` of the gold rows ``i0 <= i < i1`` of sample ``s``: :meth:`LayerGold.block`'s
+    mask and probabilities ``[H, B, n]`` and what depends on the gold alone, ``terms``: ``valid`` (valid
+    pairs of the block), ``pairs`` and ``mass`` (float64 ``[H]``: gold pairs, the probabilities summed as
+    the mass is), ``row_counts`` ``[H, B]`` and, with values ``v`` ``[H, n, Dv]``, ``out = p V``
+    ``[H, B, Dv]`` and ``out_sq`` (float64 ``[H]``: its squared norm).
+
+    Every graph of a sweep is scored against the same gold: the terms are computed once per block and kept
+    on the layer's gold (the same floats each time, so a score is bit for bit what computing them afresh
+    gives); the dense mask and probabilities too, up to :data:`DENSE_KEEP_BYTES` per layer.
+    """
+    memo = gold.__dict__.setdefault("_score_terms", {"dense_bytes": 0})
+    key = (s, i0, i1, n, v is not None)
+    if key in memo:
+        mask, probs, terms = memo[key]
+        return (*(gold.block(s, i0, i1, n) if mask is None else (mask, probs)), terms)
+    mask, probs = gold.block(s, i0, i1, n)
+    terms = {"valid": float(allowed_keys(i0, i1, n, gold.causal).sum()), "pairs": mask.sum((1, 2)).double(),
+             "mass": (probs * mask).sum((1, 2)).double(), "row_counts": mask.sum(-1)}
+    if v is not None:
+        terms["out"] = torch.bmm(probs, v)
+        terms["out_sq"] = terms["out"].pow(2).sum((1, 2)).double()
+    size = mask.numel() * (mask.element_size() + probs.element_size())
+    keep = memo["dense_bytes"] + size <= DENSE_KEEP_BYTES
+    memo["dense_bytes"] += size if keep else 0
+    memo[key] = (mask, probs, terms) if keep else (None, None, terms)
+    return mask, probs, terms
 
 
 def _metrics(acc: dict[str, torch.Tensor], lengths: torch.Tensor, has_v: bool) -> dict[str, torch.Tensor]:
