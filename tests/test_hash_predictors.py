@@ -251,6 +251,29 @@ def test_hashattn_is_deterministic_per_seed(monkeypatch):
     assert torch.equal(a.wq, b.wq) and torch.equal(a.ck, b.ck)
 
 
+def test_hashattn_bits_are_shared_state_that_moves_between_processes(monkeypatch):
+    """Every h, top and sp of one (b, seed) shares one training (one shared_fit key); the trained bits are
+    entries of a predictors.memo table, so a process given them (a Ray task) trains nothing."""
+    from predictors import memo
+
+    keys = {predictors.get(n, seed=s).shared_fit() for n in ("hashattn-b8-h0-top2", "hashattn-b8-h2-top0",
+                                                            "hashattn-b8-top0-sp0.9") for s in (1,)}
+    assert keys == {("hashattn-bits", 8, 1)}
+    assert predictors.get("hashattn-b8", seed=2).shared_fit() != predictors.get("hashattn-b16", seed=2).shared_fit()
+    fit, fg, _, _ = split(False, seed=11)
+    monkeypatch.setattr(hashattn, "EPOCHS", 2)
+    before = memo.snapshot()
+    trained = predictors.get("hashattn-b8-h0-top2", seed=5).fit(fit, fg)
+    moved = memo.added_since(before)
+    assert list(moved) == ["hashattn-bits"] and len(moved["hashattn-bits"]) == 1
+    for key in moved["hashattn-bits"]:
+        hashattn._CACHE.pop(key)  # as a fresh process: nothing trained here
+    memo.install(moved)
+    monkeypatch.setattr(hashattn, "train_layer", lambda *a, **k: pytest.fail("trained again"))
+    given = predictors.get("hashattn-b8-h2-top0", seed=5).fit(fit, fg)
+    assert torch.equal(given.wq, trained.wq) and torch.equal(given.cq, trained.cq)
+
+
 # -- names, errors, sweeps ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["simhash-b8-l4-h0-top0", "simhash-b16-l2-h2-top8-w3-s1", "hashattn-b32-h4-top0",

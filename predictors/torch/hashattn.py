@@ -19,8 +19,9 @@ that each query's gold keys and its other allowed keys count one half each:
 averaged over the queries of a block of up to ``BLOCK`` queries of one sample (all heads at once,
 each head its own problem): Adam, learning rate ``LR``, ``EPOCHS`` passes over the blocks in a seeded
 random order, initial weights uniform in ``+-1/sqrt(D)`` (biases 0, ``alpha = 4``, ``beta = 0``).
-Memory per step: ``[H, BLOCK, n]``. Training is memoised in-process per ``(data, K, seed)``, so a sweep
-over ``h`` and ``top`` trains once.
+Memory per step: ``[H, BLOCK, n]``. Training is memoised per ``(data, K, seed)`` in a
+:mod:`predictors.memo` table (:meth:`HashAttention.shared_fit`), so a sweep over ``h``, ``top`` and
+``sp`` trains once, on Ray too (one task trains the bits, the others receive them).
 
 Calibrated budget (param ``sp`` instead of ``h``, with ``top = 0``): each layer and head gets its own
 radius ``h_l`` (an integer, ``-1`` for none): with ``N_d`` the fit pairs at Hamming distance ``d``
@@ -38,6 +39,7 @@ import math
 
 import torch
 
+from predictors import memo
 from predictors.base import Param, Predictor
 from predictors.calibration import one_budget, weighted_thresholds_below
 from predictors.errors import PredictorError
@@ -50,7 +52,7 @@ BLOCK = 128
 EPOCHS = 60
 LR = 1e-2
 KEEP_TARGETS = 1 << 25  # pairs x heads of fit targets kept in memory across epochs (else rebuilt)
-_CACHE: dict = {}
+_CACHE: dict = memo.table("hashattn-bits")  # (data, K, seed) -> maps; predictors.memo moves entries
 
 
 def _layer_seed(seed: int, layer: int) -> int:
@@ -150,6 +152,9 @@ class HashAttention(Predictor):
             raise PredictorError(f"{self.family}: sp calibrates the radius alone; give top=0 with it, "
                                  f"got top={self.values['top']}")
         check_hamming(self.family, {**self.values, "h": self.values["h"] or 0})
+
+    def shared_fit(self):
+        return ("hashattn-bits", self.values["b"], self.seed)  # every h, top and sp of one bit count
 
     def _fit(self, data, gold):
         self.wq, self.wk, self.cq, self.ck, self.fit_loss = fit_hash(data, gold, self.values["b"], self.seed)
