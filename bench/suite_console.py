@@ -90,6 +90,20 @@ def corpus_line(config) -> str | None:
             f"sha256 {corpus.sha256}")
 
 
+def engine_choice_line(config) -> str | None:
+    """``engine: ray (the profile's; --engine serial measures here, one configuration at a time)``, or
+    ``engine: serial (the profile's engine is ray, but 1 usable core: serial)``: who measures the predictor
+    configurations and, when the profile's choice was not taken, why; None for a serial session that asked
+    for nothing else (the serial engine is the plain case)."""
+    state = getattr(config, "sparsebench", None) or {}
+    engine, why = state.get("engine"), state.get("engine_why")
+    if why:
+        return f"engine: {engine} ({why})"
+    if engine == "ray" and config.getoption("engine") is None:
+        return "engine: ray (the profile's; --engine serial measures here, one configuration at a time)"
+    return None
+
+
 def short_path(path: Path) -> str:
     """``path`` relative to the current folder when inside it (what a reader types next)."""
     try:
@@ -159,8 +173,9 @@ class SuiteConsole:
         per = Counter(phase_of(item.location[0]) for item in session.items)
         parts = ", ".join(f"{per[p]} {p}" for p in PHASE_ORDER if per.get(p))
         self.console.line(f"sparsebench: {self.total} configurations ({parts})")
-        if line := corpus_line(self.config):
-            self.console.line(line)
+        for line in (corpus_line(self.config), engine_choice_line(self.config)):
+            if line:
+                self.console.line(line)
 
     def pytest_runtest_logstart(self, nodeid, location):
         if self.start is None:

@@ -114,8 +114,9 @@ def _say(line: str) -> None:
 
 
 def make_engine(config, items, slot: Callable, prepared: Callable):
-    """The session's engine (``--engine``) over the predictor configurations of ``items``."""
-    if config.getoption("engine") != "ray":
+    """The session's engine (``--engine``, else the profile's: ``config.sparsebench["engine"]``) over the
+    predictor configurations of ``items``."""
+    if config.sparsebench["engine"] != "ray":
         return SerialEngine()
     cases = [Case(*item.callspec.params["predictor_case"]) for item in items
              if hasattr(item, "callspec") and "predictor_case" in item.callspec.params]

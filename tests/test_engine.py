@@ -146,6 +146,54 @@ def test_engine_options_that_cannot_work_are_one_line(engine, address, device, m
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(("option", "profile", "device", "cores", "installed", "want"), [
+    ("serial", "ray", "cpu", 2, True, ("serial", None)),  # --engine always wins
+    ("ray", "serial", "cpu", 1, True, ("ray", None)),
+    (None, "serial", "cpu", 2, True, ("serial", None)),  # smoke: serial
+    (None, "ray", "cpu", 2, True, ("ray", None)),  # default and full on this machine
+    (None, "ray", "cpu", 1, True, ("serial", "the profile's engine is ray, but 1 usable core: serial")),
+    (None, "ray", "cpu", 2, False, ("serial", "the profile's engine is ray, but ray is not installed: serial")),
+    (None, "ray", "cuda", 2, True, ("serial", "the profile's engine is ray, but --device cuda runs serially: serial")),
+])
+def test_the_profile_chooses_the_engine_unless_told_and_says_why_not(option, profile, device, cores, installed,
+                                                                     want, monkeypatch):
+    monkeypatch.setattr(ray_engine, "available", lambda: installed)
+    assert ray_engine.choose_engine(option, profile, device, cores=cores) == want
+
+
+def test_the_committed_profiles_run_default_and_full_on_ray_and_smoke_serially():
+    from bench.config.profiles import load_profiles
+    from bench.suite.conftest import PROFILE_FILE
+
+    engines = {name: p.engine for name, p in load_profiles(PROFILE_FILE).items()}
+    assert engines == {"smoke": "serial", "default": "ray", "full": "ray", "gpu": "serial"}
+
+
+def test_an_unknown_profile_engine_is_one_line(tmp_path):
+    from bench.config.profiles import load_profile
+
+    path = tmp_path / "p.toml"
+    path.write_text("\n".join(["[tiny]", "datasets = []", "data = {}", "rounds = 1", "dense = []", "scaling_n = []",
+                               "scaling_dense = []", 'engine = "dask"', ""]))
+    with pytest.raises(BenchError, match="profile 'tiny': key 'engine' must be one of serial, ray, got 'dask'"):
+        load_profile(path, "tiny")
+
+
+def test_the_console_says_which_engine_a_profile_chose():
+    from types import SimpleNamespace
+
+    from bench.suite_console import engine_choice_line
+
+    def config(engine, why=None, option=None):
+        return SimpleNamespace(sparsebench={"engine": engine, "engine_why": why}, getoption=lambda name: option)
+
+    assert engine_choice_line(config("ray")).startswith("engine: ray (the profile's; --engine serial")
+    assert engine_choice_line(config("ray", option="ray")) is None  # asked for: nothing to explain
+    assert engine_choice_line(config("serial")) is None
+    why = "the profile's engine is ray, but 1 usable core: serial"
+    assert engine_choice_line(config("serial", why)) == f"engine: serial ({why})"
+
+
 def test_an_address_where_nothing_listens_is_named(monkeypatch):
     monkeypatch.setattr(ray_engine, "available", lambda: True)
     port = _closed_port()

@@ -102,7 +102,7 @@ def quality(rec: dict) -> dict:
 def test_ray_gives_the_serial_quality_bit_for_bit(tmp_path, short_tmp):
     reports = tmp_path / "reports"
     env = env_for(reports, tmp_path / "cache", short_tmp)
-    serial = suite(env, "--predictors", SUBSET, "--run", "serial")
+    serial = suite(env, "--predictors", SUBSET, "--run", "serial", "--engine", "serial")
     assert serial.returncode == 0, serial.stdout[-3000:] + serial.stderr[-3000:]
     on_ray = suite(env, "--predictors", SUBSET, "--run", "ray", "--engine", "ray")
     assert on_ray.returncode == 0, on_ray.stdout[-3000:] + on_ray.stderr[-3000:]
@@ -126,6 +126,26 @@ def test_ray_gives_the_serial_quality_bit_for_bit(tmp_path, short_tmp):
     again = suite(env, "--predictors", SUBSET, "--run", "ray", "--engine", "ray")  # resume: nothing to run
     assert again.returncode == 0 and re.search(r"\b6 resumed\b", again.stdout), again.stdout[-2000:]
     assert "engine: ray" not in again.stdout  # nothing left to measure: Ray is not even started
+
+
+@pytest.mark.slow
+def test_the_default_profile_runs_on_ray_unless_told_otherwise(tmp_path, short_tmp):
+    """No --engine: the default profile's engine (ray, on this machine of two cores), said on the console;
+    --engine serial measures here; smoke (SUITE's profile) stays serial without a word about engines."""
+    reports = tmp_path / "reports"
+    env = env_for(reports, tmp_path / "cache", short_tmp)
+    chosen = suite(env, "--profile", "default", "--dataset", "minilm", "--predictors", "window-w3", "--run", "chosen")
+    assert chosen.returncode == 0, chosen.stdout[-3000:] + chosen.stderr[-3000:]
+    assert "engine: ray (the profile's; --engine serial measures here" in chosen.stdout
+    assert re.search(r"\b1 measured by ray\b", chosen.stdout), chosen.stdout[-2000:]
+    assert read_record(reports / "runs" / "chosen" / "records" / "predictor" / "minilm--torch--window-w3.json",
+                       "predictor")["time"]["engine"] == "ray"
+    told = suite(env, "--profile", "default", "--dataset", "minilm", "--predictors", "window-w3", "--run", "told",
+                 "--engine", "serial")
+    assert told.returncode == 0 and "engine:" not in told.stdout, told.stdout[-2000:]
+    smoke = suite(env, "--predictors", "window-w3", "--run", "smoke")
+    assert smoke.returncode == 0 and "engine:" not in smoke.stdout, smoke.stdout[-2000:]
+    assert not processes_with(str(short_tmp)), "the local Ray instance outlived its sweep"
 
 
 BOOM = '''

@@ -80,6 +80,8 @@ class Profile:
     gpu_twins: tuple[str, ...] = ()
     gpu_warmup_n: int = 1024
     gpu_quality_n: int = 4096
+    # Who measures the predictor configurations when --engine is not given (bench.engine.ray_engine.choose_engine).
+    engine: str = "serial"
 
 
 # Keys whose TOML value may take a second, equivalent form.
@@ -170,6 +172,7 @@ def _check_data(data: DataOptions, where: str) -> None:
 
 GPU_DTYPES = ("float16", "bfloat16")
 DEVICES = ("cpu", "cuda")
+ENGINES = ("serial", "ray")
 
 
 def _check_gpu(prof: Profile, where: str) -> None:
@@ -179,6 +182,8 @@ def _check_gpu(prof: Profile, where: str) -> None:
 
     if prof.device is not None and prof.device not in DEVICES:
         raise BenchError(f"{where}: key 'device' must be one of {', '.join(DEVICES)}, got {prof.device!r}")
+    if prof.engine not in ENGINES:
+        raise BenchError(f"{where}: key 'engine' must be one of {', '.join(ENGINES)}, got {prof.engine!r}")
     if prof.gpu_n and prof.device != "cuda":
         raise BenchError(f"{where}: gpu_n is set, so the profile needs device = \"cuda\"")
     bad = [n for n in prof.gpu_n + (prof.gpu_warmup_n,) if n < 64 or n & (n - 1)]

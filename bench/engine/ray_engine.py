@@ -46,6 +46,28 @@ def available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+def choose_engine(option: str | None, profile_engine: str, device: str = "cpu",
+                  cores: int | None = None) -> tuple[str, str | None]:
+    """``(engine, why)``: the session's engine and, when the profile's choice is not taken, why.
+
+    ``--engine`` (``option``) always wins. Otherwise the profile's
+    ``engine``: ``ray`` on a CPU run where Ray is installed and at least two cores are usable (one
+    worker per core: the independent configurations run side by side, each timed against the dense
+    reference on its own worker); else ``serial``, with the reason (the console prints it).
+    """
+    if option is not None:
+        return option, None
+    if profile_engine != "ray":
+        return "serial", None
+    if cores is None:
+        from bench.env import usable_cores
+
+        cores = usable_cores()
+    why = ("--device cuda runs serially" if device != "cpu" else "ray is not installed" if not available()
+           else f"{cores} usable core" if cores < 2 else None)
+    return ("serial", f"the profile's engine is ray, but {why}: serial") if why else ("ray", None)
+
+
 def check_engine(engine: str, address: str | None, device: str = "cpu") -> None:
     """One line (BenchError) for an engine setting that cannot work, before any work: ``ray`` missing,
     ``--address`` without ``--engine ray``, a malformed or unreachable address, CUDA on Ray."""

@@ -11,7 +11,9 @@ Run it with ``pytest -c bench/suite/pytest.ini bench/suite`` (``tox -e bench`` d
     --run NAME           results go to reports/runs/NAME (default: the profile name)
     --fresh              discard the run's earlier records instead of resuming
     --no-scaling         skip the scaling sweep
-    --engine E           serial (default) | ray: the predictor configurations as Ray tasks (bench.suite_engine)
+    --engine E           serial | ray: the predictor configurations as Ray tasks (bench.suite_engine); default:
+                         the profile's engine (default and full: ray on a CPU run with >= 2 cores and Ray
+                         installed, else serial, saying why; smoke: serial)
     --address A          with --engine ray: join the Ray cluster at auto or HOST:PORT (default: start Ray here)
     --show-benchmark-table  print pytest-benchmark's table too (hidden: the closing summary says where
                          its JSON went)
@@ -55,7 +57,7 @@ def pytest_addoption(parser):
     g.addoption("--no-scaling", action="store_true", help="skip the scaling sweep")
     g.addoption("--threads", type=int, default=None, help="torch threads (default 1, see bench/env.py)")
     g.addoption("--split", default=None, help="fit,val,eval fractions of the samples (default 0.5,0.25,0.25)")
-    g.addoption("--engine", default="serial", choices=("serial", "ray"),
+    g.addoption("--engine", default=None, choices=("serial", "ray"),
                 help="who measures the predictor configurations: serial here, or ray (tasks on Ray)")
     g.addoption("--address", default=None,
                 help="--engine ray: join the Ray cluster at auto or HOST:PORT (default: start Ray here)")
@@ -97,16 +99,17 @@ def _session(config) -> dict:
     from bench.results import records, run_folder
 
     check_threads(config.getoption("threads"))  # before the run folder is touched
-    from bench.engine.ray_engine import check_engine
+    from bench.engine.ray_engine import check_engine, choose_engine
 
-    check_engine(config.getoption("engine"), config.getoption("address"), config.getoption("device"))
+    profile = config.getoption("profile")
+    prof = load_profile(PROFILE_FILE, profile)
+    engine, engine_why = choose_engine(config.getoption("engine"), prof.engine, config.getoption("device"))
+    check_engine(engine, config.getoption("address"), config.getoption("device"))
     if config.getoption("device") == "cuda":
         import torch
 
         if not torch.cuda.is_available():
             raise BenchError("--device cuda asked for, but torch sees no CUDA device here")
-    profile = config.getoption("profile")
-    prof = load_profile(PROFILE_FILE, profile)
     if prof.device is not None and config.getoption("device") != prof.device:
         raise BenchError(f"--profile {profile} runs on the GPU: it needs --device {prof.device}")
     seeds = seeds_option(config.getoption("seeds"), prof)
@@ -128,7 +131,8 @@ def _session(config) -> dict:
     return {"profile": prof, "profile_name": profile, "run": run, "datasets": datasets, "split": split,
             "threads": configure_threads(config.getoption("threads")),
             "fingerprint": {**manifest, "code": run_folder.code_version()},
-            "seeds": seeds, "resumed": 0, "measured": [], "remeasured": []}
+            "seeds": seeds, "resumed": 0, "measured": [], "remeasured": [],
+            "engine": engine, "engine_why": engine_why}
 
 
 def _check_datasets(datasets: list[str]) -> None:
