@@ -62,7 +62,8 @@ RUN_BY = {
     # "On a Ray cluster": the local engine, sparsebench score on Ray, and the cluster recipe (Slurm's lines
     # included) as the cluster test runs it on one machine: a head, one more node, the driver by address.
     "tox -e bench -- --engine ray": "tests/test_engine_ray.py::test_ray_gives_the_serial_quality_bit_for_bit",
-    "tox -e bench -- --engine serial": "tests/test_engine_ray.py::test_the_default_profile_runs_on_ray_unless_told_otherwise",
+    "tox -e bench -- --engine serial":
+        "tests/test_engine_ray.py::test_the_default_profile_runs_on_ray_unless_told_otherwise",
     "tox exec -e test -- sparsebench score --dataset minilm --predictor sf-kmeans-r4-k8-top1 --predictor "
     "window-w11-g1 --engine ray": "tests/test_engine_ray.py::test_score_runs_many_predictors_as_ray_tasks",
     **dict.fromkeys([
