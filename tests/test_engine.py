@@ -162,10 +162,12 @@ def test_the_profile_chooses_the_engine_unless_told_and_says_why_not(option, pro
 
 
 def test_the_committed_profiles_run_default_and_full_on_ray_and_smoke_serially():
-    from bench.config.profiles import load_profiles
-    from bench.suite.conftest import PROFILE_FILE
+    from pathlib import Path
 
-    engines = {name: p.engine for name, p in load_profiles(PROFILE_FILE).items()}
+    from bench.config.profiles import load_profiles
+
+    profiles = Path(__file__).resolve().parents[1] / "bench" / "suite" / "profiles.toml"
+    engines = {name: p.engine for name, p in load_profiles(profiles).items()}
     assert engines == {"smoke": "serial", "default": "ray", "full": "ray", "gpu": "serial"}
 
 
