@@ -64,7 +64,7 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
             pred &= allowed
             g_mask, g_prob, g = gold_terms(gold, s, i0, i1, n, v)
             hit = pred & g_mask
-            acc["valid_pairs"][s] += g["valid"]
+            acc["valid_pairs"][s] += float(allowed.sum())
             acc["gold_pairs"][s] += g["pairs"]
             acc["pred_pairs"][s] += pred.sum((1, 2)).double()
             acc["hit_pairs"][s] += hit.sum((1, 2)).double()
@@ -93,10 +93,11 @@ DENSE_KEEP_BYTES = 128 << 20
 
 def gold_terms(gold: LayerGold, s: int, i0: int, i1: int, n: int, v: torch.Tensor | None):
     """``(mask, probs, terms)`` of the gold rows ``i0 <= i < i1`` of sample ``s``: :meth:`LayerGold.block`'s
-    mask and probabilities ``[H, B, n]`` and what depends on the gold alone, ``terms``: ``valid`` (valid
-    pairs of the block), ``pairs`` and ``mass`` (float64 ``[H]``: gold pairs, the probabilities summed as
-    the mass is), ``row_counts`` ``[H, B]`` and, with values ``v`` ``[H, n, Dv]``, ``out = p V``
-    ``[H, B, Dv]`` and ``out_sq`` (float64 ``[H]``: its squared norm).
+    mask and probabilities ``[H, B, n]`` and what depends on the gold alone, ``terms``: ``pairs`` and
+    ``mass`` (float64 ``[H]``: gold pairs, the probabilities summed as the mass is), ``row_counts``
+    ``[H, B]`` and, with values ``v`` ``[H, n, Dv]`` (the values of the samples the gold was computed
+    on: a gold is only ever scored with its own view), ``out = p V`` ``[H, B, Dv]`` and ``out_sq``
+    (float64 ``[H]``: its squared norm).
 
     Every graph of a sweep is scored against the same gold: the terms are computed once per block and kept
     on the layer's gold (the same floats each time, so a score is bit for bit what computing them afresh
@@ -108,8 +109,8 @@ def gold_terms(gold: LayerGold, s: int, i0: int, i1: int, n: int, v: torch.Tenso
         mask, probs, terms = memo[key]
         return (*(gold.block(s, i0, i1, n) if mask is None else (mask, probs)), terms)
     mask, probs = gold.block(s, i0, i1, n)
-    terms = {"valid": float(allowed_keys(i0, i1, n, gold.causal).sum()), "pairs": mask.sum((1, 2)).double(),
-             "mass": (probs * mask).sum((1, 2)).double(), "row_counts": mask.sum(-1)}
+    terms = {"pairs": mask.sum((1, 2)).double(), "mass": (probs * mask).sum((1, 2)).double(),
+             "row_counts": mask.sum(-1)}
     if v is not None:
         terms["out"] = torch.bmm(probs, v)
         terms["out_sq"] = terms["out"].pow(2).sum((1, 2)).double()
