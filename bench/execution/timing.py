@@ -62,3 +62,18 @@ def time_together(runs: list, reference, rounds: int, warmup: int, device: str =
             sync(device)
             out.append(time.perf_counter() - start)
     return [stats(t) for t in times[:-1]], stats(times[-1])
+
+
+def alternate(first, second, rounds: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``first()`` and ``second()`` timed in alternation, ``rounds`` times each, after one
+    untimed call of each (CPU: no synchronisation): the two lists, in round order."""
+    import time
+
+    first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(rounds):
+        for fn, out in zip((first, second), times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return times

@@ -33,14 +33,13 @@ import time
 import pytest
 
 import predictors
+from bench.evaluation.real_speed import REFERENCE, layer_quality, real_layer_speed
 from bench.evaluation.speed_data import DIM, HEADS, VIEW_SEED, fit_set, scaling_view
 from bench.execution.dense import dense_attention
 from bench.execution.exec_stats import ExecStats
 from bench.execution.plan import sparse_plan
 from bench.execution.sparse_exec import sparse_entmax_attention
 from bench.execution.timing import time_record
-
-REFERENCE = "entmax15-topk"
 
 
 def pytest_generate_tests(metafunc):
@@ -105,25 +104,6 @@ def bench_sparse_exec(benchmark, sparse_exec_case, bench_config, fresh_record, r
     slot.write(rec)
 
 
-def _recall_on(view, gold, graph):
-    from bench.evaluation.metrics import macro_average, score_layer
-
-    res = macro_average(score_layer(view, gold, graph))
-    return {m: res[m].mean().item() for m in ("recall", "sparsity", "output_error", "mass")}
-
-
-def _alternate(dense, sparse, rounds: int) -> tuple[list, list]:
-    """Time ``dense`` and ``sparse`` in alternation, ``rounds`` times each (after one warm-up of each)."""
-    dense(), sparse()
-    td, ts = [], []
-    for _ in range(rounds):
-        for f, out in ((dense, td), (sparse, ts)):
-            start = time.perf_counter()
-            f()
-            out.append(time.perf_counter() - start)
-    return td, ts
-
-
 def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config, fresh_record, run_environment):
     n, name = sparse_goal_case
     _skip_cuda(bench_config)
@@ -153,7 +133,7 @@ def bench_sparse_exec_goal(benchmark, sparse_goal_case, bench_config, fresh_reco
     # Quality on the timing data itself: its exact gold graph (one dense pass, not timed).
     from bench.evaluation.gold import layer_gold
 
-    synthetic = _recall_on(view, layer_gold(view), predictor.predict(view, 0))
+    synthetic = layer_quality(view, layer_gold(view), predictor.predict(view, 0))
     # The same configuration on real MiniLM attention, fitted on MiniLM's fit samples.
     real = _real_minilm(name, prof.sparse_exec_goal_length, prof.sparse_exec_goal_samples, rounds)
     rec = {"kind": "sparse_exec_goal", "n": n, "method": name, "reference": REFERENCE, "device": "cpu",
@@ -185,19 +165,8 @@ def _real_minilm(name: str, length: int, samples: int, rounds: int) -> dict:
     predictor = predictors.get(name, seed=0).fit(prep.fit, prep.fit_gold)
     rec = score_fitted(prep, predictor)
     # Speed on one real layer (the middle one), all eval samples, prediction included.
-    layer = prep.eval.num_layers // 2
-    lv = prep.eval.layer(layer)
-
-    def dense():
-        for s in range(lv.q.shape[0]):
-            m = int(lv.lengths[s])
-            dense_attention(lv.q[s, :, :m], lv.k[s, :, :m], lv.v[s, :, :m], lv.causal, lv.scale, REFERENCE)
-
-    def sparse():
-        sparse_entmax_attention(lv.q, lv.k, lv.v, lv.lengths, lv.causal, lv.scale, predictor.predict(lv, layer))
-
-    td, ts = _alternate(dense, sparse, rounds)
-    return {"length": length, "samples": samples, "eval_lengths": prep.eval.lengths.tolist(),
+    speed = real_layer_speed(prep, predictor, rounds, REFERENCE)
+    return {"length": length, "samples": samples, "eval_lengths": speed["eval_lengths"],
             "recall": rec["mean"]["recall"], "sparsity": rec["mean"]["sparsity"], "mass": rec["mean"]["mass"],
             "output_error": rec["mean"]["output_error"], "gold_sparsity": prep.eval_gold.sparsity().mean().item(),
-            "layer": layer, "dense_seconds": td, "sparse_seconds": ts, "speedup_min": min(td) / min(ts)}
+            **{k: speed[k] for k in ("layer", "dense_seconds", "sparse_seconds", "speedup_min")}}
