@@ -39,6 +39,10 @@ class LayerGold:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.counts.shape)
 
+    def nbytes(self) -> int:
+        """Bytes held by the gold's tensors: counts, row pointers, columns and probabilities."""
+        return sum(t.numel() * t.element_size() for t in (self.counts, self.rowptr, self.cols, self.probs))
+
     def block(self, s: int, i0: int, i1: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask and probabilities of rows ``i0 <= i < i1`` of sample ``s``, all heads.
 

@@ -253,7 +253,7 @@ def test_every_metric_of_the_table_has_a_range():
     assert all(RANGES[m] == (0.0, 1.0) for m in ("recall", "sparsity", "precision", "exact", "mass"))
     assert RANGES["output_error"] == (0.0, float("inf"))
     assert set(RECORD_KINDS) == {"predictor", "dense", "scaling", "gold", "twin", "downstream", "sparse_exec",
-                                 "sparse_exec_goal", "gpu", "gpu_twin"}
+                                 "sparse_exec_goal", "gold_memory", "sparse_exec_real", "gpu", "gpu_twin"}
     assert all("kind" in REQUIRED[k] for k in RECORD_KINDS)
 
 

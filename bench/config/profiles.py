@@ -52,6 +52,7 @@ class Profile:
     scaling_dense: tuple[str, ...]
     twin_predictors: tuple[str, ...] | None = None  # None: every configuration of the twin families
     gold_n: tuple[int, ...] = ()
+    gold_memory_n: tuple[int, ...] = ()
     scaling_dense_max: Mapping[str, int] = field(default_factory=_empty)
     scaling_predictors: tuple[str, ...] | None = None  # None: one configuration per cheap family
     downstream_predictors: str = ""  # glob(s), comma separated (a TOML list is joined with commas)
@@ -67,6 +68,9 @@ class Profile:
     sparse_exec_goal_n: int | None = None
     sparse_exec_goal_length: int = 512
     sparse_exec_goal_samples: int = 16
+    # Sparse execution on real heads (bench_sparse_real.py): lengths per dataset, samples per length.
+    sparse_exec_real_lengths: Mapping[str, tuple[int, ...]] = field(default_factory=_empty)
+    sparse_exec_real_samples: int = 16
     # The GPU benchmarks (bench_gpu.py); empty gpu_n: none. ``device``: the --device the profile needs.
     device: str | None = None
     gpu_n: tuple[int, ...] = ()

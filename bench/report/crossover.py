@@ -24,6 +24,18 @@ FORMULA_NOTE = "prediction is a formula: no measurable cost"
 TABLE_COLUMNS = ["family", "configuration", "backend", "crossover_n", "always", "n_max", "speedup_at_max"]
 
 
+def cheaper_from(ns: list, cheaper: list[bool]) -> tuple[float, bool]:
+    """``(crossover, always)`` of ascending lengths ``ns`` and whether the predictor was cheaper at each:
+    the smallest ``n`` from which it is cheaper at that ``n`` and every larger one (NaN when not at the
+    largest), and whether it is cheaper at every ``n``."""
+    cross = math.nan
+    for n, ok in zip(reversed(ns), reversed(cheaper)):
+        if not ok:
+            break
+        cross = n
+    return cross, all(cheaper)
+
+
 def crossover(scaling: pd.DataFrame, reference: str = "entmax15-topk") -> pd.DataFrame:
     """From which ``n`` each predictor's prediction is cheaper than the dense ``reference``.
 
@@ -49,12 +61,7 @@ def crossover(scaling: pd.DataFrame, reference: str = "entmax15-topk") -> pd.Dat
                              n_max=math.nan, speedup_at_max=math.nan, verdict=f"{reference} not timed at the same n"))
             continue
         cheaper = [bool(t[n] < ref[n]) for n in common]
-        cross = math.nan
-        for i in range(len(common) - 1, -1, -1):
-            if not cheaper[i]:
-                break
-            cross = common[i]
-        always = all(cheaper)
+        cross, always = cheaper_from(common, cheaper)
         if math.isnan(cross):
             verdict = f"not cheaper up to n = {common[-1]}"
         elif always:
@@ -103,6 +110,47 @@ def sparse_goal_sentences(goal: pd.DataFrame, target: float = 0.8, recall: float
                      f"({_verdict(r['efficiency_minilm'], r['recall_minilm'], target, recall)})")
         lines.append(line + ".")
     return lines
+
+
+REAL_COLUMNS = ["dataset", "method", "crossover_length", "always", "length_max", "n_mean_at_max", "speedup_at_max",
+                "recall_at_max", "sparsity_at_max", "efficiency_at_max", "verdict"]
+
+
+def real_crossover(real: pd.DataFrame) -> pd.DataFrame:
+    """From which length each configuration's prediction + sparse execution beats dense attention on real
+    heads (:func:`bench.report.frames.sparse_real_frame`: one row per dataset, length and configuration,
+    the speed-up a ratio of minimum times measured in alternation on the same layer).
+
+    ``crossover_length`` is the smallest length ``L`` (texts of at most ``L`` tokens) from which the
+    speed-up exceeds 1 at ``L`` and every longer measured length (:func:`cheaper_from`; NaN when it does
+    not at the longest); ``always`` when it does at every length. The ``*_at_max`` columns are those of
+    the longest length: mean eval tokens, speed-up, the recall and sparsity reached on the timed layer,
+    and the efficiency (speed-up times ``1 - sparsity``). Columns :data:`REAL_COLUMNS`.
+    """
+    rows = []
+    for (dataset, method), g in real.groupby(["dataset", "method"], sort=True):
+        g = g.sort_values("length")
+        ok = [bool(x > 1) for x in g["speedup_min"]]
+        cross, always = cheaper_from(list(g["length"]), ok)
+        last = g.iloc[-1]
+        verdict = (f"not faster up to L = {int(last['length'])}" if math.isnan(cross)
+                   else f"faster at every measured length (from L = {int(cross)})" if always
+                   else f"faster from L = {int(cross)}")
+        rows.append({"dataset": dataset, "method": method, "crossover_length": cross, "always": always,
+                     "length_max": int(last["length"]), "n_mean_at_max": float(last["n_mean"]),
+                     "speedup_at_max": float(last["speedup_min"]), "recall_at_max": float(last["recall"]),
+                     "sparsity_at_max": float(last["sparsity"]), "efficiency_at_max": float(last["efficiency"]),
+                     "verdict": verdict})
+    return pd.DataFrame(rows, columns=REAL_COLUMNS)
+
+
+def real_crossover_sentences(table: pd.DataFrame, reference: str = "entmax15-topk") -> list[str]:
+    """One sentence per row of :func:`real_crossover`."""
+    how = lambda x: f"{x:.2f}x faster" if x >= 1 else f"{1 / x:.2f}x slower"
+    return [f"{r['dataset']}, {r['method']}: {r['verdict']} than dense {reference} ({how(r['speedup_at_max'])} "
+            f"at L = {r['length_max']}, {r['n_mean_at_max']:.0f} tokens on average, at recall "
+            f"{r['recall_at_max']:.3f} and sparsity {r['sparsity_at_max']:.3f}: efficiency "
+            f"{r['efficiency_at_max']:.2f})." for _, r in table.iterrows()]
 
 
 def method_families(configs: pd.DataFrame) -> dict[str, tuple[str, str]]:

@@ -220,3 +220,51 @@ def sparse_goal_frame(summary: dict) -> pd.DataFrame:
         rows[-1]["efficiency_synthetic"] = efficiency(rows[-1]["speedup_min"], rows[-1]["sparsity_synthetic"])
         rows[-1]["efficiency_minilm"] = efficiency(rows[-1]["speedup_minilm"], rows[-1]["sparsity_minilm"])
     return pd.DataFrame(rows, columns=GOAL_COLUMNS)
+
+
+REAL_FRAME_COLUMNS = ["dataset", "method", "length", "n_mean", "n_max", "speedup_min", "speedup_median", "recall",
+                      "sparsity", "efficiency", "mass", "output_error", "gold_sparsity", "recall_all_layers"]
+
+
+def sparse_real_frame(summary: dict) -> pd.DataFrame:
+    """The sparse-execution records on real heads (``summary["sparse_exec_real"]``, bench_sparse_real.py),
+    one row per dataset, length and configuration: ``n_mean`` / ``n_max`` eval tokens, the speed-up over
+    dense entmax (minimum and median times, alternating rounds), the quality of the timed layer and its
+    :func:`efficiency`, and ``recall_all_layers`` (every layer's mean recall). Columns :data:`REAL_FRAME_COLUMNS`."""
+    rows = []
+    for r in summary.get("sparse_exec_real", []):
+        row = {k: _num(r.get(k)) for k in ("n_mean", "n_max", "speedup_min", "speedup_median", "recall",
+                                           "sparsity", "mass", "output_error", "gold_sparsity")}
+        row.update(dataset=r["dataset"], method=r["method"], length=int(r["length"]),
+                   recall_all_layers=_num((r.get("all_layers") or {}).get("recall")))
+        row["efficiency"] = efficiency(row["speedup_min"], row["sparsity"])
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=REAL_FRAME_COLUMNS)
+    return frame.sort_values(["dataset", "method", "length"], ignore_index=True)
+
+
+GOLD_COLUMNS = ["n", "timed", "gold_seconds_min", "sdpa_seconds_min", "sdpa_ratio_min", "sdpa_ratio_median",
+                "peak_mib", "result_mib", "working_mib", "dense_scores_mib", "gold_sparsity"]
+MIB = float(1 << 20)
+
+
+def gold_frame(summary: dict) -> pd.DataFrame:
+    """The gold's speed and memory (bench_gold.py), one row per ``n``: a timed layer (``summary["gold"]``:
+    minimum seconds of the gold and of SDPA on the same q, k, v, their ratios, peak memory growth) or an
+    untimed one (``summary["gold_memory"]``: peak growth, the bytes of its result, the working memory
+    between them, and one dense ``[12, n, n]`` float32 score tensor for scale), in MiB. Columns
+    :data:`GOLD_COLUMNS`."""
+    rows = []
+    for r in summary.get("gold", []):
+        rows.append({"n": int(r["n"]), "timed": True, "gold_seconds_min": _num((r.get("time") or {}).get("min")),
+                     "sdpa_seconds_min": _num((r.get("sdpa_time") or {}).get("min")),
+                     "sdpa_ratio_min": _num(r.get("sdpa_ratio_min")),
+                     "sdpa_ratio_median": _num(r.get("sdpa_ratio_median")),
+                     "peak_mib": _num(r.get("peak_bytes")) / MIB, "gold_sparsity": _num(r.get("gold_sparsity"))})
+    for r in summary.get("gold_memory", []):
+        rows.append({"n": int(r["n"]), "timed": False, "peak_mib": _num(r.get("peak_bytes")) / MIB,
+                     "result_mib": _num(r.get("result_bytes")) / MIB,
+                     "working_mib": _num(r.get("working_bytes")) / MIB,
+                     "dense_scores_mib": _num(r.get("dense_scores_bytes")) / MIB,
+                     "gold_sparsity": _num(r.get("gold_sparsity"))})
+    return pd.DataFrame(rows, columns=GOLD_COLUMNS).sort_values(["n", "timed"], ignore_index=True)

@@ -33,7 +33,8 @@ RANGES: dict[str, tuple[float, float]] = {
                            "attention_flops", "dense_flops", "flops", "dense_seconds", "sparse_seconds",
                            "speedup_min", "speedup_median", "fit_ratio", "predict_ratio", "gold_pairs",
                            "pred_pairs", "valid_pairs", "sdpa_ratio_min", "sdpa_ratio_median", "peak_bytes",
-                           "compile_seconds", "centroid_max_diff")},
+                           "compile_seconds", "centroid_max_diff", "result_bytes", "working_bytes",
+                           "dense_scores_bytes", "efficiency_min", "seconds")},
 }
 # Timing statistics (bench.execution.timing.time_record): seconds, never negative. A predictor's timing
 # also names who timed it (engine serial or ray) and where (host, and on Ray the node id), and one timed
@@ -62,6 +63,12 @@ REQUIRED: dict[str, dict[str, str]] = {
     "sparse_exec": {**_RECORD, "n": "int", "backend": "str", "method": "str", "time": "timing"},
     "sparse_exec_goal": {**_RECORD, "n": "int", "method": "str", "reference": "str", "speedup_min": "number?",
                          "speedup_median": "number?", "synthetic": "object", "minilm": "object"},
+    # bench_gold.py at gold_memory_n: one untimed gold layer's peak memory and the bytes of its result.
+    "gold_memory": {**_RECORD, "n": "int", "peak_bytes": "int", "result_bytes": "int", "dense_scores_bytes": "int"},
+    # bench_sparse_real.py: prediction + sparse execution against dense entmax on one layer of real heads.
+    "sparse_exec_real": {**_RECORD, "dataset": "str", "length": "int", "method": "str", "reference": "str",
+                         "n_mean": "number", "speedup_min": "number?", "speedup_median": "number?",
+                         "recall": "number?", "sparsity": "number?"},
     # bench_gpu.py (--profile gpu): attention timed on a CUDA GPU, and FAISS-GPU twins against torch on it.
     "gpu": {**_RECORD, "n": "int", "backend": "str", "method": "str", "dtype": "str", "time": "timing",
             "device_name": "str"},
@@ -85,6 +92,13 @@ OPTIONAL: dict[str, dict[str, str]] = {
                     "environment": "object"},
     "sparse_exec_goal": {"device": "str", "heads": "int", "rounds": "int", "dense_seconds": "numbers",
                          "sparse_seconds": "numbers", "efficiency_min": "number?", "environment": "object"},
+    "gold_memory": {"heads": "int", "head_dim": "int", "seconds": "number", "gold_sparsity": "number?",
+                    "peak_how": "str", "working_bytes": "int"},
+    "sparse_exec_real": {"layer": "int", "n_min": "int", "n_max": "int", "eval_samples": "int", "rounds": "int",
+                         "dense_seconds": "numbers", "sparse_seconds": "numbers", "efficiency_min": "number?",
+                         "mass": "number?", "output_error": "number?", "gold_sparsity": "number?",
+                         "all_layers": "object", "fit_seconds": "number", "device": "str", "heads": "int",
+                         "dataset_descriptor": "object", "environment": "object"},
     "gpu": {"device": "str", "heads": "int", "head_dim": "int", "causal": "bool", "sparsity": "number?",
             "support_sparsity": "number?", "predict_seconds": "number?", "output_error": "number?",
             "compile_seconds": "number?", "peak_bytes": "int", "gold_sparsity": "number?", "environment": "object"},

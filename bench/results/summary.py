@@ -127,6 +127,8 @@ def summarise(run: Path, profile: str | None = None, records: dict | None = None
             "predictors": [_entry(rec, dense) for rec in preds], "dense": list(dense.values()),
             "scaling": records["scaling"], "twins": records["twin"], "downstream": downstream,
             "sparse_exec": sparse_exec, "sparse_exec_goal": sparse_goal,
+            "sparse_exec_real": records["sparse_exec_real"], "gold": records["gold"],
+            "gold_memory": records["gold_memory"],
             "gpu": records["gpu"], "gpu_twins": records["gpu_twin"]}
 
 

@@ -6,7 +6,13 @@ Before each timed round of the gold layer, ``torch.nn.functional.scaled_dot_prod
 ``v`` and is timed too (``sdpa_time``), in this process: the record's ``sdpa_ratio_min`` and
 ``sdpa_ratio_median`` (gold seconds over SDPA seconds) compare like with like on whatever machine
 runs it; the goal is a ratio of at most 2 at n = 4096. One more, untimed, gold layer measures the
-peak growth of resident memory (:func:`bench.execution.memory.peak_growth`): ``peak_bytes``."""
+peak growth of resident memory (:func:`bench.execution.memory.peak_growth`): ``peak_bytes``.
+
+``bench_gold_memory``, at the profile's ``gold_memory_n`` (longer inputs, untimed beyond one call): one gold
+layer's peak memory growth next to the bytes of its result (``result_bytes``: the CSR counts, columns and
+probabilities, which grow with the support) and of one ``[12, n, n]`` float32 score tensor
+(``dense_scores_bytes``, what a dense computation would hold): the working memory,
+``peak_bytes - result_bytes``, stays O(block x n). Record kind ``gold_memory``."""
 
 from __future__ import annotations
 
@@ -15,16 +21,17 @@ import statistics
 import time
 
 from bench.evaluation.gold import layer_gold
-from bench.evaluation.speed_data import minilm_shaped
+from bench.evaluation.speed_data import DIM, HEADS, minilm_shaped
 from bench.execution.dense import dense_attention
 from bench.execution.memory import peak_growth
 from bench.execution.timing import time_record
 
 
 def pytest_generate_tests(metafunc):
-    if "gold_n" in metafunc.fixturenames:
-        ns = list(metafunc.config.sparsebench["profile"].gold_n)
-        metafunc.parametrize("gold_n", ns, ids=[f"n{n}" for n in ns])
+    prof = metafunc.config.sparsebench["profile"]
+    for key, ns in (("gold_n", prof.gold_n), ("gold_memory_n", prof.gold_memory_n)):
+        if key in metafunc.fixturenames:
+            metafunc.parametrize(key, list(ns), ids=[f"n{n}" for n in ns])
 
 
 def _stats(seconds: list[float]) -> dict:
@@ -58,7 +65,21 @@ def bench_gold_layer(benchmark, gold_n, bench_config, fresh_record):
     t, ts = time_record(benchmark), _stats(sdpa_seconds)
     sparsity = gold.sparsity().mean().item()
     ratio = {"sdpa_ratio_min": _ratio(t["min"], ts["min"]), "sdpa_ratio_median": _ratio(t["median"], ts["median"])}
-    benchmark.extra_info.update({"kind": "gold", "n": gold_n, "heads": 12, "gold_sparsity": sparsity,
+    benchmark.extra_info.update({"kind": "gold", "n": gold_n, "heads": HEADS, "gold_sparsity": sparsity,
                                  "peak_bytes": peak, **ratio})
-    slot.write({"kind": "gold", "n": gold_n, "heads": 12, "head_dim": 32, "gold_sparsity": sparsity,
+    slot.write({"kind": "gold", "n": gold_n, "heads": HEADS, "head_dim": DIM, "gold_sparsity": sparsity,
                 "time": t, "sdpa_time": ts, **ratio, "peak_bytes": peak, "peak_how": how})
+
+
+def bench_gold_memory(gold_memory_n, bench_config, fresh_record):
+    n = gold_memory_n
+    slot = fresh_record("gold_memory", f"n{n}")
+    view = minilm_shaped(1, n, seed=3, ragged=False).layer(0)
+    start = time.perf_counter()
+    gold, peak, how = peak_growth(lambda: layer_gold(view))
+    seconds = time.perf_counter() - start
+    held = gold.nbytes()
+    slot.write({"kind": "gold_memory", "n": n, "heads": HEADS, "head_dim": DIM, "seconds": seconds,
+                "gold_sparsity": gold.sparsity().mean().item(), "peak_bytes": peak, "peak_how": how,
+                "result_bytes": held, "working_bytes": max(0, peak - held),
+                "dense_scores_bytes": HEADS * n * n * 4})
