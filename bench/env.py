@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 from bench.errors import BenchError
 
@@ -54,6 +55,17 @@ def configure_threads(torch_threads: int | None = None, faiss_threads: int = 1) 
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere :func:`platform.processor`, possibly empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def environment() -> dict:
     """Versions, device and threads: recorded beside every result."""
     import torch
@@ -64,7 +76,10 @@ def environment() -> dict:
            "machine": platform.machine(), "cpu_cores": usable_cores(), "torch": torch.__version__,
            "torch_threads": torch.get_num_threads(), "sparsefinder_bench": bench.__version__,
            "cuda_available": torch.cuda.is_available(),
-           "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()}
+           "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor(),
+           # Float results of trained models and fits depend on the CPU's kernels (MKL and ATen pick them by
+           # instruction set): the same code and seed give other bits on another CPU (README: Reproducibility).
+           "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     for mod in ("entmax", "faiss", "safetensors", "numpy"):
         try:
             m = __import__(mod)
