@@ -63,9 +63,15 @@ def choose_engine(option: str | None, profile_engine: str, device: str = "cpu",
         from bench.env import usable_cores
 
         cores = usable_cores()
-    why = ("--device cuda runs serially" if device != "cpu" else "ray is not installed" if not available()
-           else f"{cores} usable core" if cores < 2 else None)
-    return ("serial", f"the profile's engine is ray, but {why}: serial") if why else ("ray", None)
+    if device != "cpu":
+        why = "--device cuda runs serially"
+    elif not available():
+        why = "ray is not installed"
+    elif cores < 2:
+        why = f"{cores} usable core"
+    else:
+        return "ray", None
+    return "serial", f"the profile's engine is ray, but {why}: serial"
 
 
 def check_engine(engine: str, address: str | None, device: str = "cpu") -> None:
