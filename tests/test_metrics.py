@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -138,3 +140,9 @@ def test_gold_terms_kept_between_graphs_give_the_fresh_scores_bit_for_bit(monkey
     kept = [m for key, m in layer._score_terms.items() if key != "dense_bytes"]
     assert len(kept) == sum(-(-int(n) // 32) for n in d.lengths)  # one entry per block of 32 rows
     assert all((m[0] is None) == (keep_bytes == 0) for m in kept)
+    # The same gold scored with other values (a view it was not computed on) gets terms of its own.
+    other = dataclasses.replace(d.layer(0), v=d.layer(0).v.flip(-1).contiguous())
+    shared = score_layer(other, layer, graphs[1], block=32)
+    fresh = score_layer(other, copy.deepcopy(pristine), graphs[1], block=32)
+    assert torch.equal(shared["output_error"], fresh["output_error"])
+    assert not torch.equal(shared["output_error"], score_layer(d.layer(0), layer, graphs[1], block=32)["output_error"])

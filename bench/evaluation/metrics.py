@@ -96,15 +96,17 @@ def gold_terms(gold: LayerGold, s: int, i0: int, i1: int, n: int, v: torch.Tenso
     mask and probabilities ``[H, B, n]`` and what depends on the gold alone, ``terms``: ``pairs`` and
     ``mass`` (float64 ``[H]``: gold pairs, the probabilities summed as the mass is), ``row_counts``
     ``[H, B]`` and, with values ``v`` ``[H, n, Dv]`` (the values of the samples the gold was computed
-    on: a gold is only ever scored with its own view), ``out = p V`` ``[H, B, Dv]`` and ``out_sq``
-    (float64 ``[H]``: its squared norm).
+    on, as ``score_layer`` does; other values get terms of their own), ``out = p V`` ``[H, B, Dv]`` and
+    ``out_sq`` (float64 ``[H]``: its squared norm).
 
     Every graph of a sweep is scored against the same gold: the terms are computed once per block and kept
     on the layer's gold (the same floats each time, so a score is bit for bit what computing them afresh
     gives); the dense mask and probabilities too, up to :data:`DENSE_KEEP_BYTES` per layer.
     """
     memo = gold.__dict__.setdefault("_score_terms", {"dense_bytes": 0})
-    key = (s, i0, i1, n, v is not None)
+    # The values' address names them: the memo holds the tensor, so no other tensor can take its place
+    # while the entry lives; a gold scored with other values gets (and keeps) terms of its own.
+    key = (s, i0, i1, n, None if v is None else (v.data_ptr(), tuple(v.shape), v.stride()))
     if key in memo:
         mask, probs, terms = memo[key]
         return (*(gold.block(s, i0, i1, n) if mask is None else (mask, probs)), terms)
@@ -112,6 +114,7 @@ def gold_terms(gold: LayerGold, s: int, i0: int, i1: int, n: int, v: torch.Tenso
     terms = {"pairs": mask.sum((1, 2)).double(), "mass": (probs * mask).sum((1, 2)).double(),
              "row_counts": mask.sum(-1)}
     if v is not None:
+        terms["values"] = v
         terms["out"] = torch.bmm(probs, v)
         terms["out_sq"] = terms["out"].pow(2).sum((1, 2)).double()
     size = mask.numel() * (mask.element_size() + probs.element_size())
