@@ -36,7 +36,8 @@ RESUMED = "already measured in this run (resumed); use --fresh to measure again"
 #: Benchmark module -> phase of the closing summary, in the order it lists them.
 PHASES = {"bench_predictors": "predictors", "bench_dense": "dense", "bench_scaling": "scaling",
           "bench_downstream": "downstream", "bench_sparse_exec": "sparse execution",
-          "bench_gold": "gold speed", "bench_faiss_vs_torch": "FAISS vs torch"}
+          "bench_sparse_real": "sparse execution, real heads", "bench_gold": "gold speed and memory",
+          "bench_faiss_vs_torch": "FAISS vs torch"}
 DATA = "data preparation"
 RAY = "predictors on ray"  # --engine ray: the sweep's tasks, before the predictor tests report them
 SUMMARY = "summary"
