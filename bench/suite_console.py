@@ -322,7 +322,8 @@ def summary_lines(config, state: dict) -> list[str]:
         seconds = {**con.phase_seconds, SUMMARY: state.get("summary_seconds", 0.0)}
         shown = [p for p in PHASE_ORDER if p in seconds and (seconds[p] > 0 or p in con.phase_counts)]
         lines.append(f"time per phase ({duration(sum(seconds[p] for p in shown))} in all):")
-        lines += [f"  {p:<18} {duration(seconds[p]):>12}" for p in shown]
+        width = max((len(p) for p in shown), default=0)
+        lines += [f"  {p:<{width}} {duration(seconds[p]):>12}" for p in shown]
     lines.append("written:")
     lines += [f"  {short_path(p)}" for p in state.get("summary_paths", [])]
     bench_json = config.getoption("benchmark_json", None)
