@@ -290,3 +290,16 @@ def test_the_suite_refuses_engine_options_before_any_work(tmp_path):
         assert p.returncode == pytest.ExitCode.USAGE_ERROR and "Traceback" not in out, out
         assert message in out
         assert not (tmp_path / "runs" / "x").exists()  # refused before the run folder was made
+
+
+def test_a_worker_on_other_code_is_named_with_where_each_side_imports_it():
+    from bench.engine.ray_engine import code_mismatch
+    from bench.engine.tasks import code_path
+
+    here = code_path()
+    same_place = code_mismatch({"host": "vm", "code": "aaaa", "code_path": here}, "bbbb")
+    assert same_place == (f"the worker on vm runs code version aaaa from {here}, the driver bbbb from {here}: "
+                          "give every node this checkout")
+    elsewhere = code_mismatch({"host": "vm", "code": "aaaa", "code_path": "/site-packages/bench"}, "bbbb")
+    assert "from /site-packages/bench, the driver bbbb from " + here in elsewhere
+    assert "a stale build/ folder in the checkout goes into the wheel tox installs" in elsewhere

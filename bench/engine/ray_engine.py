@@ -179,6 +179,20 @@ def run_cases(preps: dict, cases: list[Case], settings: Settings, on_result: OnR
         ray.shutdown()
 
 
+def code_mismatch(result: dict, driver_code: str) -> str:
+    """The one line for a worker whose code version is not the driver's: both versions and where each
+    imports ``bench`` from, and the usual cause when both are on this machine."""
+    from bench.engine.tasks import code_path
+
+    worker_path, driver_path = result.get("code_path", "?"), code_path()
+    hint = "give every node this checkout"
+    if worker_path != driver_path:
+        hint += (" (one side imports the installed package: a stale build/ folder in the checkout goes into the "
+                 "wheel tox installs; delete build/ and *.egg-info, then run tox again)")
+    return (f"the worker on {result['host']} runs code version {result['code']} from {worker_path}, the driver "
+            f"{driver_code} from {driver_path}: {hint}")
+
+
 class _Sweep:
     """The driver's loop: tasks submitted, results handed over as they finish, failed chunks split."""
 
@@ -235,8 +249,7 @@ class _Sweep:
             return 1
         for case, result in zip(cases, results):
             if result["code"] != self.code:
-                self.on_error(case, f"the worker on {result['host']} runs code version {result['code']}, "
-                              f"the driver {self.code}: give every node this checkout")
+                self.on_error(case, code_mismatch(result, self.code))
             else:
                 self.on_result(case, result)
         return len(cases)

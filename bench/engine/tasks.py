@@ -13,6 +13,7 @@ import functools
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from bench.engine.measure import Case, measure_together, score_case
 from bench.results.gates import DEFAULT_SPEED
@@ -61,6 +62,13 @@ def code() -> str:
     return code_version()
 
 
+def code_path() -> str:
+    """Where this process imports ``bench`` from (a checkout, or an installed package)."""
+    import bench
+
+    return str(Path(bench.__file__).resolve().parent)
+
+
 def fit_state(box: list, case: Case, settings: Settings) -> dict:
     """Fit ``case``'s predictor and return the memo entries its fit trained (:mod:`predictors.memo`):
     the shared state of :mod:`bench.engine.plan`, with ``seconds`` and the machine."""
@@ -80,7 +88,7 @@ def run_chunk(box: list, cases: list[Case], state: dict | None, settings: Settin
     """Measure ``cases`` (``settings.work``; one dataset, one piece of shared state, one timing class:
     :func:`bench.engine.plan.chunks`) with the shared ``state`` installed (``None``: none needed).
 
-    Returns one ``{"record", "graphs", "code", "host", "node_id", "seconds"}`` per case, in order: the
+    Returns one ``{"record", "graphs", "code", "code_path", "host", "node_id", "seconds"}`` per case, in order: the
     record (its fingerprint is the driver's to add), the graphs' compact state
     (:func:`bench.results.graph_store.graphs_state`; ``None`` for ``score``), the code version the
     worker ran, where, and the task's seconds.
@@ -104,4 +112,5 @@ def run_chunk(box: list, cases: list[Case], state: dict | None, settings: Settin
                                     environment={**environment(), **threads})
         done = [(m.record, graphs_state(m.graphs, prep.eval)) for m in measured]
     seconds = time.perf_counter() - start
-    return [{"record": r, "graphs": g, "code": code(), "seconds": seconds, **here} for r, g in done]
+    return [{"record": r, "graphs": g, "code": code(), "code_path": code_path(), "seconds": seconds, **here}
+            for r, g in done]
