@@ -23,6 +23,8 @@ from bench.results.schema import record_problems
 from bench.results.summary import summarise
 from predictors.graphs import BlockGraph
 
+TWINS = [{"kind": "twin", "dataset": "lm", "name": "km", "family": "sf-kmeans", "fit_ratio": 0.5, "predict_ratio": 1.2,
+          "codes_equal_fraction": 1.0}]
 PROFILES = Path(__file__).resolve().parents[1] / "bench" / "suite" / "profiles.toml"
 
 
@@ -180,11 +182,13 @@ def test_the_report_shows_real_heads_and_the_gold(tmp_path):
     run.mkdir(parents=True)
     (run / "summary.json").write_text(json.dumps({"environment": {}, "predictors": [], "dense": [], "scaling": [],
                                                   "sparse_exec_real": REAL, "gold": GOLD,
-                                                  "gold_memory": GOLD_MEMORY}))
+                                                  "gold_memory": GOLD_MEMORY, "twins": TWINS}))
     names = {p.name for p in report.render(run)}
-    assert {"sparse-exec-real.csv", "sparse-exec-real-crossover.csv", "gold-speed.csv"} <= names
+    assert {"sparse-exec-real.csv", "sparse-exec-real-crossover.csv", "gold-speed.csv", "twins.csv"} <= names
     readme = (run / "report" / "README.md").read_text()
     assert "lm, km: faster from L = 128 than dense entmax15-topk (2.00x faster at L = 256" in readme
     assert "n = 1024: gold / SDPA 3.00 (medians 2.50), peak memory 25 MiB" in readme
     assert ("n = 8192 (untimed): peak memory 300 MiB, of which the gold itself 200 MiB, working memory 100 MiB; "
             "one dense score tensor would be 3072 MiB") in readme
+    assert "**FAISS twins** (FAISS time over torch time, medians, alternating):" in readme
+    assert "every ratio at most 1.5 (0.50 to 1.20): FAISS keeps up with torch" in readme

@@ -153,6 +153,22 @@ def real_crossover_sentences(table: pd.DataFrame, reference: str = "entmax15-top
             f"{r['efficiency_at_max']:.2f})." for _, r in table.iterrows()]
 
 
+def twin_sentences(twins: pd.DataFrame, within: float = 1.5) -> list[str]:
+    """The FAISS twins in words (:func:`bench.report.frames.twin_frame`): one line per configuration with its
+    two ratios (FAISS time over torch time: below 1, FAISS is faster) and share of identical codes, then
+    whether FAISS keeps up: every ratio at most ``within`` (a FAISS twin may be faster without limit)."""
+    lines = [f"{r['dataset']}, {r['name']}: FAISS over torch {r['fit_ratio']:.2f} to fit, {r['predict_ratio']:.2f} "
+             f"to predict; codes identical in {r['codes_equal_fraction']:.4f} of entries" for _, r in twins.iterrows()]
+    ratios = twins[["fit_ratio", "predict_ratio"]].to_numpy(dtype=float).ravel()
+    ratios = ratios[np.isfinite(ratios)]
+    if len(ratios):
+        slow = int((ratios > within).sum())
+        span = f"{ratios.min():.2f} to {ratios.max():.2f}"
+        lines.append(f"every ratio at most {within:g} ({span}): FAISS keeps up with torch" if not slow
+                     else f"{slow} of {len(ratios)} ratios above {within:g} ({span})")
+    return lines
+
+
 def method_families(configs: pd.DataFrame) -> dict[str, tuple[str, str]]:
     """``{configuration name: (family, kind)}`` of a run's configurations
     (:func:`bench.report.frames.configs_frame`)."""

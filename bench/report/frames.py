@@ -268,3 +268,24 @@ def gold_frame(summary: dict) -> pd.DataFrame:
                      "dense_scores_mib": _num(r.get("dense_scores_bytes")) / MIB,
                      "gold_sparsity": _num(r.get("gold_sparsity"))})
     return pd.DataFrame(rows, columns=GOLD_COLUMNS).sort_values(["n", "timed"], ignore_index=True)
+
+
+TWIN_COLUMNS = ["dataset", "family", "name", "fit_ratio", "predict_ratio", "codes_equal_fraction",
+                "fit_faiss_median", "fit_torch_median", "predict_faiss_median", "predict_torch_median"]
+
+
+def twin_frame(summary: dict) -> pd.DataFrame:
+    """The FAISS twins against their torch twins (``summary["twins"]``, bench_faiss_vs_torch.py), one row per
+    dataset and configuration: the ratios of median times, FAISS over torch (below 1: FAISS is faster), for
+    fitting and for predicting every eval layer, the share of identical codes, and the medians in seconds.
+    Columns :data:`TWIN_COLUMNS`."""
+    rows = []
+    for r in summary.get("twins", []):
+        row = {"dataset": r["dataset"], "family": r["family"], "name": r["name"],
+               **{k: _num(r.get(k)) for k in ("fit_ratio", "predict_ratio", "codes_equal_fraction")}}
+        for what in ("fit", "predict"):
+            for backend in ("faiss", "torch"):
+                row[f"{what}_{backend}_median"] = _num(((r.get(f"{what}_seconds") or {}).get(backend) or {})
+                                                       .get("median"))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=TWIN_COLUMNS).sort_values(["dataset", "family", "name"], ignore_index=True)
