@@ -14,7 +14,8 @@ import torch
 import predictors
 from bench.config.profiles import load_profile
 from bench.evaluation.prepared import prepare
-from bench.evaluation.real_speed import real_layer_speed
+from bench.evaluation.real_speed import layer_quality, real_layer_speed, timed_layer_quality
+from bench.evaluation.score import score_fitted
 from bench.execution.plan import UnsupportedGraph
 from bench.report.crossover import cheaper_from, real_crossover, real_crossover_sentences
 from bench.report.frames import gold_frame, sparse_real_frame
@@ -38,28 +39,37 @@ def band_pairs(n: int, half: int) -> int:
     return sum(min(n, i + half + 1) - max(0, i - half) for i in range(n))
 
 
+def timed(prep, name: str, rounds: int):
+    """What bench_sparse_real.py records of ``name`` on ``prep``: the timing, and the timed layer's quality."""
+    predictor = predictors.get(name).fit(prep.fit, prep.fit_gold)
+    speed = real_layer_speed(prep, predictor, rounds=rounds)
+    return speed, timed_layer_quality(prep, score_fitted(prep, predictor), speed), predictor
+
+
 def test_a_window_covering_every_key_finds_every_pair_at_no_sparsity(prep):
-    speed = real_layer_speed(prep, predictors.get("window-w999").fit(prep.fit, prep.fit_gold), rounds=2)
-    q = speed["layer_quality"]
+    speed, q, _ = timed(prep, "window-w999", rounds=2)
     assert speed["layer"] == prep.eval.num_layers // 2
     assert q["recall"] == 1.0 and q["mass"] == pytest.approx(1.0) and q["sparsity"] == 0.0
     assert q["output_error"] == pytest.approx(0.0, abs=1e-6)
     assert len(speed["dense_seconds"]) == len(speed["sparse_seconds"]) == 2
     assert speed["speedup_min"] == min(speed["dense_seconds"]) / min(speed["sparse_seconds"])
-    assert speed["efficiency_min"] == speed["speedup_min"]  # nothing left out: the ideal is 1x
+    assert q["efficiency_min"] == speed["speedup_min"]  # nothing left out: the ideal is 1x
 
 
 def test_a_narrow_window_has_the_sparsity_of_its_band(prep):
-    speed = real_layer_speed(prep, predictors.get("window-w5").fit(prep.fit, prep.fit_gold), rounds=1)
+    speed, q, predictor = timed(prep, "window-w5", rounds=1)
     lengths = prep.eval.lengths.tolist()
     assert speed["eval_lengths"] == lengths and speed["n_max"] == max(lengths) and speed["n_min"] == min(lengths)
     assert speed["n_mean"] == pytest.approx(sum(lengths) / len(lengths))
     want = sum(1 - band_pairs(n, 2) / (n * n) for n in lengths) / len(lengths)  # per sample, then the mean
-    q = speed["layer_quality"]
     assert q["sparsity"] == pytest.approx(want, rel=1e-6) and 0 < q["recall"] < 1
-    assert speed["efficiency_min"] == pytest.approx(speed["speedup_min"] * (1 - want), rel=1e-6)
+    assert q["efficiency_min"] == pytest.approx(speed["speedup_min"] * (1 - want), rel=1e-6)
     gold = prep.eval_gold.layers[speed["layer"]]
     assert q["gold_sparsity"] == pytest.approx(gold.sparsity().mean().item())
+    # Read from score_fitted's per-head rows, the layer's quality is bit for bit what scoring it alone gives.
+    view = prep.eval.layer(speed["layer"])
+    alone = layer_quality(view, gold, predictor.predict(view, speed["layer"]))
+    assert all(q[m] == alone[m] for m in alone)
 
 
 class BlockPredictor:

@@ -38,19 +38,11 @@ def stats(seconds: list[float]) -> dict:
             "stddev": statistics.stdev(seconds) if len(seconds) > 1 else 0.0, "rounds": len(seconds)}
 
 
-def time_together(runs: list, reference, rounds: int, warmup: int, device: str = "cpu") -> tuple[list[dict], dict]:
-    """Time every ``run()`` of ``runs`` and ``reference()`` in alternation: ``warmup`` untimed rounds,
-    then ``rounds`` timed rounds, each round calling every run once in order, then the reference once.
-    Returns the :func:`stats` of each run and of the reference.
-
-    Alternating keeps the runs and the reference under the same conditions (a neighbour's load,
-    frequency scaling, cache state) as they change during a measurement, so a ratio to the reference is
-    fair where absolute times are not: on a shared worker of a distributed sweep. One reference round
-    per round serves all ``runs`` (a task measuring several configurations pays for one reference).
-    """
+def timed_rounds(fns: list, rounds: int, warmup: int, device: str = "cpu") -> list[list[float]]:
+    """Seconds of every ``fn()`` of ``fns`` timed in alternation: ``warmup`` untimed rounds, then ``rounds``
+    timed rounds, each calling every function once in order. One list per function, in round order."""
     import time
 
-    fns = [*runs, reference]
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -61,19 +53,18 @@ def time_together(runs: list, reference, rounds: int, warmup: int, device: str =
             fn()
             sync(device)
             out.append(time.perf_counter() - start)
-    return [stats(t) for t in times[:-1]], stats(times[-1])
-
-
-def alternate(first, second, rounds: int) -> tuple[list[float], list[float]]:
-    """Seconds of ``first()`` and ``second()`` timed in alternation, ``rounds`` times each, after one
-    untimed call of each (CPU: no synchronisation): the two lists, in round order."""
-    import time
-
-    first(), second()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(rounds):
-        for fn, out in zip((first, second), times):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
     return times
+
+
+def time_together(runs: list, reference, rounds: int, warmup: int, device: str = "cpu") -> tuple[list[dict], dict]:
+    """Time every ``run()`` of ``runs`` and ``reference()`` in alternation (:func:`timed_rounds`: ``warmup``
+    untimed rounds, then ``rounds`` timed rounds, each round calling every run once in order, then the
+    reference once). Returns the :func:`stats` of each run and of the reference.
+
+    Alternating keeps the runs and the reference under the same conditions (a neighbour's load,
+    frequency scaling, cache state) as they change during a measurement, so a ratio to the reference is
+    fair where absolute times are not: on a shared worker of a distributed sweep. One reference round
+    per round serves all ``runs`` (a task measuring several configurations pays for one reference).
+    """
+    times = timed_rounds([*runs, reference], rounds, warmup, device)
+    return [stats(t) for t in times[:-1]], stats(times[-1])

@@ -26,7 +26,7 @@ import pytest
 
 import predictors
 from bench.errors import BenchError
-from bench.evaluation.real_speed import REFERENCE, real_layer_speed
+from bench.evaluation.real_speed import REFERENCE, real_layer_speed, timed_layer_quality
 from bench.execution.plan import UnsupportedGraph
 
 
@@ -79,8 +79,8 @@ def bench_sparse_exec_real(sparse_real_case, bench_config, fresh_record, run_env
         pytest.skip(f"{name}: {exc}")
     from bench.evaluation.score import score_fitted
 
-    every = score_fitted(prep, predictor)["mean"]
-    quality = speed.pop("layer_quality")
+    scored = score_fitted(prep, predictor)  # every layer; the timed one's quality is read from it
+    every, quality = scored["mean"], timed_layer_quality(prep, scored, speed)
     slot.write({"kind": "sparse_exec_real", "dataset": dataset, "length": length, "method": name,
                 "reference": REFERENCE, "device": "cpu", "heads": prep.eval.num_heads,
                 "eval_samples": prep.eval.num_samples, "rounds": prof.rounds, **speed, **quality,
