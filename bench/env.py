@@ -11,6 +11,7 @@ change it, for predictors and dense references alike, so time ratios stay fair),
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -55,6 +56,7 @@ def configure_threads(torch_threads: int | None = None, faiss_threads: int = 1) 
     return out
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``; elsewhere :func:`platform.processor`, possibly empty)."""
     try:
