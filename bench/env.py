@@ -82,7 +82,7 @@ def environment() -> dict:
            # Float results of trained models and fits depend on the CPU's kernels (MKL and ATen pick them by
            # instruction set): the same code and seed give other bits on another CPU (README: Reproducibility).
            "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    for mod in ("entmax", "faiss", "safetensors", "numpy"):
+    for mod in ("entmax", "faiss", "safetensors", "numpy", "numba"):
         try:
             m = __import__(mod)
             env[mod] = getattr(m, "__version__", "unknown")

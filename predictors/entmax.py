@@ -18,10 +18,18 @@ their threshold. Real supports are small (a few to a few tens of keys), so a sma
 :data:`PARTIAL_K`, is the fastest exact choice (measured at n = 2048-4096 on synthetic heads: k = 16
 took half the time of k = 0.1 n, a quarter of the full sort's). Other alphas use ``entmax_bisect``
 with :data:`BISECT_ITERS` iterations.
+
+On the CPU (float32, no autograd: :func:`uses_kernel`) the same floats come from a compiled kernel,
+:mod:`predictors.entmax15_kernel` (numba): per row its maximum, the candidates ``z >= -1.001``, their
+sort and the threshold with the library's widening of the partial sort, in two passes over the row
+instead of a partial sort and several passes (:func:`support_counts`, :func:`dense_into`, and
+:func:`support_values` for ``P V`` over the support). The PyTorch path above serves other devices
+and dtypes, and the tests hold the two to the same bits.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from entmax import entmax_bisect
 
@@ -66,6 +74,9 @@ def entmax15_support(scores: torch.Tensor, k: int | None = PARTIAL_K, work: torc
     r, n = scores.shape
     if r == 0 or n == 0:
         return (torch.zeros(0, dtype=torch.int64, device=scores.device),) * 2 + (scores.new_zeros(0),)
+    if uses_kernel(scores):
+        counts, cols, probs = support_counts(scores, k)
+        return torch.repeat_interleave(torch.arange(r), counts), cols.long(), probs
     p, idx, redone = _largest_probs(scores, k, work)
     key, order = torch.where(p > 0, idx, n).sort(dim=-1)  # n: after every column, i.e. dropped
     keep = key < n
@@ -75,6 +86,71 @@ def entmax15_support(scores: torch.Tensor, k: int | None = PARTIAL_K, work: torc
     rows, cols, probs = (torch.cat([x, *(pt[j] for pt in redone)]) for j, x in enumerate((rows, cols, probs)))
     order = (rows * n + cols).argsort()
     return rows[order], cols[order], probs[order]
+
+
+#: Whether the compiled kernel serves float32 CPU scores (the tests switch it off to check the
+#: PyTorch path, which runs everywhere else, against it).
+COMPILED = True
+
+
+def uses_kernel(scores: torch.Tensor) -> bool:
+    """Whether the compiled kernel (:mod:`predictors.entmax15_kernel`) serves ``scores``: float32 on the
+    CPU, no autograd, :data:`COMPILED`. Elsewhere (a GPU, other dtypes) the PyTorch path of the same
+    floats runs."""
+    return (COMPILED and scores.device.type == "cpu" and scores.dtype == torch.float32
+            and not scores.requires_grad)
+
+
+def _kernel_rows(scores: torch.Tensor, allowed: torch.Tensor | None = None):
+    """:func:`predictors.entmax15_kernel.row_candidates` of ``scores`` ``[R, n]`` (over ``allowed``
+    ``[R, n]`` when given), with ``root = sqrt(delta)`` taken by torch: the library's float32 root,
+    which is not always the correctly rounded one (the kernel's module docstring)."""
+    from predictors import entmax15_kernel as kernel
+
+    x = scores.detach().contiguous().numpy()
+    mask = np.zeros((1, 0), dtype=np.bool_) if allowed is None else allowed.expand_as(scores).contiguous().numpy()
+    starts, empty, cols, z, zs, mean, delta = kernel.row_candidates(x, mask, allowed is not None)
+    root = torch.from_numpy(delta).sqrt().numpy()
+    return kernel, starts, empty, (cols, z, zs, mean, root)
+
+
+def support_counts(scores: torch.Tensor, k: int | None = PARTIAL_K
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The nonzeros of ``entmax15(scores, dim=-1, k=k)`` for float32 CPU ``scores`` ``[R, n]`` (already
+    masked), by the compiled kernel: ``counts`` int64 ``[R]``, ``cols`` int32 and ``probs`` float32
+    ``[nnz]``, rows in order, columns increasing within a row (:func:`entmax15_support`'s entries)."""
+    r, n = scores.shape
+    kernel, starts, _, parts = _kernel_rows(scores)
+    counts, cols, probs = kernel.support_rows(n, starts, *parts, n if k is None else k)
+    return torch.from_numpy(counts), torch.from_numpy(cols), torch.from_numpy(probs)
+
+
+def support_values(counts: torch.Tensor, cols: torch.Tensor, probs: torch.Tensor, values: torch.Tensor,
+                   block: int) -> torch.Tensor:
+    """The attention output ``P V`` of a block of rows from their nonzeros (:func:`support_counts`
+    of scores ``[H, block, n]`` viewed as ``[H block, n]``): row ``r`` is ``sum_j p_rj v_j`` over head
+    ``r // block`` of ``values`` ``[H, n, Dv]``, by the compiled kernel. Returns float32
+    ``[H block, Dv]``: ``P V`` without the product over the zeros of ``P``."""
+    from predictors import entmax15_kernel as kernel
+
+    v = values.detach().float().contiguous()
+    out = torch.empty(counts.shape[0], v.shape[-1])
+    kernel.support_times_values(counts.numpy(), cols.numpy(), probs.numpy(), v.numpy(), block, out.numpy())
+    return out
+
+
+def dense_into(out: torch.Tensor, scores: torch.Tensor, k: int | None = PARTIAL_K,
+               allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Write ``entmax15(scores, dim=-1, k=k)`` of float32 CPU ``scores`` ``[R, n]`` into ``out``
+    (zeros, ``[A, B, n]`` with ``A B = R``, any strides; ``out`` may be ``scores`` itself, zeroed after
+    it is read), by the compiled kernel. With ``allowed`` ``[R, n]``: over the allowed entries only,
+    the rows without any left all zero (the sparse execution's rows). Returns ``out``."""
+    n = scores.shape[-1]
+    kernel, starts, _, parts = _kernel_rows(scores, allowed)
+    if out.data_ptr() == scores.data_ptr():
+        out.zero_()
+    kernel.dense_rows(out.numpy(), starts, *parts, n if k is None else k)
+    return out
 
 
 def _largest_probs(scores: torch.Tensor, k: int | None, work: torch.Tensor | None = None):
@@ -158,6 +234,10 @@ def entmax15_dense(scores: torch.Tensor, k: int | None = PARTIAL_K, out: torch.T
         out = torch.zeros_like(scores)
     if out.numel() == 0:
         return out
+    rows3 = _rows3(out) if uses_kernel(scores) else None
+    if rows3 is not None:
+        dense_into(rows3, flat, k)
+        return out
     p, idx, redone = _largest_probs(flat, k, work)
     lead = scores.shape[:-1]
     # Distinct columns within a row; the zeros written are zeros already.
@@ -165,6 +245,17 @@ def entmax15_dense(scores: torch.Tensor, k: int | None = PARTIAL_K, out: torch.T
     for rows, cols, probs in redone:
         out[(*torch.unravel_index(rows, lead), cols)] = probs
     return out
+
+
+def _rows3(out: torch.Tensor) -> torch.Tensor | None:
+    """``out`` ``[..., B, n]`` as a view ``[A, B, n]`` (its rows in order) for the kernel, or ``None``
+    where its strides allow no such view (the PyTorch path runs then)."""
+    if out.dim() < 2:
+        return out.view(1, 1, -1)
+    try:
+        return out.view(-1, *out.shape[-2:])
+    except RuntimeError:
+        return None
 
 
 def entmax_probs(scores: torch.Tensor, alpha: float, topk: int | None = None) -> torch.Tensor:

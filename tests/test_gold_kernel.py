@@ -1,6 +1,7 @@
 """The exact 1.5-entmax support kernel (predictors.entmax.entmax15_support) against entmax.entmax15 and
 entmax_bisect, and the gold built on it against the gold as it was computed before (entmax15 over every
-block of scores, then ``p > 0``): torch.equal counts, cols and probs."""
+block of scores, then ``p > 0``): torch.equal counts, cols and probs. Each test runs on both paths: the
+compiled CPU kernel and the PyTorch one."""
 
 import pytest
 import torch
@@ -12,6 +13,16 @@ from bench.execution.dense import dense_attention
 from predictors.entmax import PARTIAL_K, entmax15_dense, entmax15_support, largest, row_entmax
 from predictors.masking import allowed_keys, block_scores, mask_scores
 from predictors.support import LayerGold
+
+
+@pytest.fixture(params=["compiled", "torch"], autouse=True)
+def entmax_path(request, monkeypatch):
+    """Every test here runs twice: with the compiled CPU kernel (predictors.entmax15_kernel) and with the
+    PyTorch path that serves other devices; both must be entmax15 bit for bit."""
+    import predictors.entmax
+
+    monkeypatch.setattr(predictors.entmax, "COMPILED", request.param == "compiled")
+    return request.param
 
 
 def previous_layer_gold(view, block=256):

@@ -4,20 +4,23 @@ For sample ``s``, layer ``l``, head ``h`` with ``n`` valid tokens, the gold atte
 
     P = alpha-entmax(scale * Q K^T)   over the allowed keys (all n, or j <= i when causal),
 
-computed for alpha = 1.5 with :func:`predictors.entmax.entmax15_support`: bit for bit what the exact
-sort-based ``entmax15`` with a partial sort of :data:`~predictors.entmax.PARTIAL_K` entries gives (it
-widens the sort for the rows whose support fills it), in fewer passes, and only the support is formed;
-``entmax_bisect`` otherwise. The gold graph is the set of pairs with ``P > 0``. It is built one block
-of queries at a time, so memory is ``O(block x n)`` per head, and stored sparsely (CSR over rows
-``(s, h, i)``) with the probabilities, which the metrics need for mass recall and output error.
+computed for alpha = 1.5 with :func:`predictors.entmax.support_counts` on the CPU (the compiled kernel
+of :mod:`predictors.entmax15_kernel`: per row its maximum, the few candidates within reach of the
+threshold, their sort and the exact sort-based threshold; elsewhere
+:func:`predictors.entmax.entmax15_support`): bit for bit what the exact sort-based ``entmax15`` with a
+partial sort of :data:`~predictors.entmax.PARTIAL_K` entries gives (it widens the sort for the rows
+whose support fills it), and only the support is formed; ``entmax_bisect`` otherwise. The gold graph
+is the set of pairs with ``P > 0``. It is built one block of queries at a time, so memory is
+``O(block x n)`` per head, and stored sparsely (CSR over rows ``(s, h, i)``) with the probabilities,
+which the metrics need for mass recall and output error.
 
-Measured on one layer of 12 MiniLM-shaped heads (d = 32), one thread, a quiet 2-core machine
-(2026-12-01, best of 3): 0.106 / 0.340 / 1.09 s at n = 1024 / 2048 / 4096, 2.75 / 2.41 / 1.96 times
+Measured on one layer of 12 MiniLM-shaped heads (d = 32), one thread, against
 ``scaled_dot_product_attention`` on the same q, k, v (``bench/suite/bench_gold.py`` records that
-ratio). Before the finite bound (:func:`scores_stay_finite`) each block's ``isfinite`` check took half of
-it (2.52 s, 4.3x SDPA at n = 4096). What is left is the product ``Q K^T`` (four tenths), the group
-maxima and partial sorts of :func:`predictors.entmax.largest` (most of the rest); smaller query blocks
-(64, 128) were no faster overall (1.11 / 1.04 s at n = 4096, slower at 1024).
+ratio): with the PyTorch kernel (partial sorts and group maxima, :func:`predictors.entmax.largest`)
+2.75 / 2.41 / 1.96 times SDPA at n = 1024 / 2048 / 4096 (2026-12-01), 2.16 at 4096 on an AVX-512
+machine; with the compiled kernel about 1.0 / 0.85 / 0.86 times SDPA (2026-12-02, an AMD EPYC
+machine, busy): the product ``Q K^T`` and two passes over each row are what is left. Before the
+finite bound (:func:`scores_stay_finite`) each block's ``isfinite`` check took half of the time.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 import torch
 
 from predictors.data import AttentionData, LayerView
-from predictors.entmax import BISECT_ITERS, PARTIAL_K, entmax15_support, entmax_probs
+from predictors.entmax import BISECT_ITERS, PARTIAL_K, entmax15_support, entmax_probs, support_counts, uses_kernel
 from predictors.errors import DataError
 from predictors.masking import allowed_keys, block_scores, mask_scores
 from predictors.support import Gold, LayerGold
@@ -40,10 +43,13 @@ def block_support(scores: torch.Tensor, alpha: float, work: torch.Tensor | None 
 
     Returns
     -------
-    counts : int64 ``[H, B]``; cols : int64 ``[nnz]`` and probs : float32 ``[nnz]``, rows ``(h, i)`` in
-    row-major order, columns increasing within a row
+    counts : int64 ``[H, B]``; cols : int32 (the compiled kernel's, on the CPU) or int64 ``[nnz]``
+    and probs : float32 ``[nnz]``, rows ``(h, i)`` in row-major order, columns increasing within a row
     """
     nh, b, n = scores.shape
+    if alpha == 1.5 and uses_kernel(scores):
+        counts, cols, probs = support_counts(scores.reshape(nh * b, n), PARTIAL_K)
+        return counts.view(nh, b), cols, probs
     if alpha == 1.5:
         rows, cols, probs = entmax15_support(scores.reshape(nh * b, n), PARTIAL_K, work)
         counts = torch.bincount(rows, minlength=nh * b).view(nh, b)

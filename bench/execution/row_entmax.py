@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from predictors.entmax import partial_k, row_entmax, threshold15
+from predictors.entmax import dense_into, partial_k, row_entmax, threshold15, uses_kernel
 from predictors.masking import MASK_GAP
 
 #: Entries of a shifted, halved row (``z = (s - max s) / 2``, so ``max z = 0``) below this are never in
@@ -53,11 +53,14 @@ def entmax15_rows(scores: torch.Tensor, allowed: torch.Tensor, topk: bool = True
     sort-based algorithm, from the ``partial_k(m)`` largest ``z`` of each row (:func:`top_values`) and
     twice as many for the rows whose support fills them; rows without any allowed entry, the padding
     slots of code blocks, are never widened), written for the sparse execution: in place, no
-    autograd, and the rows without any allowed entry all zero. ``scores`` is overwritten.
+    autograd, and the rows without any allowed entry all zero. ``scores`` is overwritten. On the CPU
+    the compiled kernel computes the same floats (:func:`predictors.entmax.dense_into`).
     """
     r, m = scores.shape
     if m == 0:
         return scores
+    if uses_kernel(scores):
+        return dense_into(scores.view(1, r, m), scores, partial_k(m) if topk else m, allowed).view(r, m)
     lowest = torch.finfo(scores.dtype).min
     banned = ~allowed
     mx = scores.masked_fill_(banned, lowest).amax(-1, keepdim=True)
