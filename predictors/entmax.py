@@ -114,13 +114,14 @@ def _kernel_rows(scores: torch.Tensor, allowed: torch.Tensor | None = None):
     return kernel, starts, empty, (cols, z, zs, mean, root)
 
 
-def support_counts(scores: torch.Tensor, k: int | None = PARTIAL_K
+def support_counts(scores: torch.Tensor, k: int | None = PARTIAL_K, allowed: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The nonzeros of ``entmax15(scores, dim=-1, k=k)`` for float32 CPU ``scores`` ``[R, n]`` (already
     masked), by the compiled kernel: ``counts`` int64 ``[R]``, ``cols`` int32 and ``probs`` float32
-    ``[nnz]``, rows in order, columns increasing within a row (:func:`entmax15_support`'s entries)."""
+    ``[nnz]``, rows in order, columns increasing within a row (:func:`entmax15_support`'s entries).
+    With ``allowed`` ``[R, n]``: over the allowed entries of each row (:func:`dense_into`'s rows)."""
     r, n = scores.shape
-    kernel, starts, _, parts = _kernel_rows(scores)
+    kernel, starts, _, parts = _kernel_rows(scores, allowed)
     counts, cols, probs = kernel.support_rows(n, starts, *parts, n if k is None else k)
     return torch.from_numpy(counts), torch.from_numpy(cols), torch.from_numpy(probs)
 
@@ -136,6 +137,20 @@ def support_values(counts: torch.Tensor, cols: torch.Tensor, probs: torch.Tensor
     v = values.detach().float().contiguous()
     out = torch.empty(counts.shape[0], v.shape[-1])
     kernel.support_times_values(counts.numpy(), cols.numpy(), probs.numpy(), v.numpy(), block, out.numpy())
+    return out
+
+
+def keyed_values(counts: torch.Tensor, cols: torch.Tensor, probs: torch.Tensor, keys: torch.Tensor,
+                 factor: int, values: torch.Tensor) -> torch.Tensor:
+    """``P V`` of rows whose entries are gathered keys, from their nonzeros (:func:`support_counts`):
+    row ``r`` is ``sum_e p_e values[keys[r // factor, col_e]]`` (``keys`` int64 ``[R / factor, m]``, flat
+    rows of ``values`` ``[N, Dv]``), by the compiled kernel; float32 ``[R, Dv]``."""
+    from predictors import entmax15_kernel as kernel
+
+    v = values.detach().float().contiguous()
+    out = torch.empty(counts.shape[0], v.shape[-1])
+    kernel.support_times_keys(counts.numpy(), cols.numpy(), probs.numpy(), keys.contiguous().numpy(), factor,
+                              v.numpy(), out.numpy())
     return out
 
 

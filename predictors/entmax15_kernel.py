@@ -213,3 +213,23 @@ def support_times_values(counts, cols, probs, values, block, out):
             for c in range(dv):
                 acc[c] += p * v[c]
         at += counts[r]
+
+
+@njit(cache=True, nogil=True)
+def support_times_keys(counts, cols, probs, keys, factor, values, out):
+    """``out[r] = sum_e p_e v[keys[r // factor, cols_e]]`` over the nonzeros of each row
+    (:func:`support_rows`' ``counts``, ``cols``, ``probs``): the entries of row ``r`` are the keys
+    ``keys[r // factor]`` (flat rows of ``values`` ``[N, Dv]``; ``factor`` rows share a key row, as the
+    rows of one chunk of code blocks do); ``out`` ``[R, Dv]`` (float32 sums in column order)."""
+    dv = values.shape[1]
+    at = 0
+    for r in range(counts.shape[0]):
+        key_row = keys[r // factor]
+        acc = out[r]
+        acc[:] = _ZERO
+        for e in range(at, at + counts[r]):
+            p = probs[e]
+            v = values[key_row[cols[e]]]
+            for c in range(dv):
+                acc[c] += p * v[c]
+        at += counts[r]

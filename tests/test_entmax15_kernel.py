@@ -132,3 +132,16 @@ def test_dense_output_is_entmax15_times_values(causal):
     got = dense_attention(q, k, v, causal, 0.25, "entmax15-topk")
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.allclose(torch_path(dense_attention, q, k, v, causal, 0.25, "entmax15-topk"), want, atol=1e-5)
+
+
+def test_keyed_values_is_a_known_sum():
+    """Rows 0-1 share key row 0 (factor 2), rows 2-3 key row 1; entries index those keys."""
+    values = torch.arange(10, dtype=torch.float32).view(5, 2)  # row j holds (2j, 2j + 1)
+    keys = torch.tensor([[4, 1], [0, 3]])
+    counts = torch.tensor([1, 2, 0, 1])
+    cols = torch.tensor([0, 0, 1, 1], dtype=torch.int32)
+    probs = torch.tensor([1.0, 0.5, 0.5, 0.25])
+    got = E.keyed_values(counts, cols, probs, keys, 2, values)
+    want = torch.tensor([[8, 9], [0.5 * 8 + 0.5 * 2, 0.5 * 9 + 0.5 * 3], [0, 0], [0.25 * 6, 0.25 * 7]])
+    assert torch.equal(got, want)
+

@@ -219,6 +219,24 @@ def test_rows_of_padding_are_not_widened(monkeypatch):
     assert torch.allclose(p[[0, 2, 3, 5]], row_entmax(scores, allowed)[[0, 2, 3, 5]], atol=1e-6)
 
 
+@pytest.mark.parametrize("name", list(graphs(2, 2, 8)))
+@pytest.mark.parametrize("causal", [False, True])
+def test_kernel_path_is_the_product_path(monkeypatch, name, causal):
+    """On the CPU a row block's P V is taken over the support only (the compiled kernel); elsewhere the
+    probabilities multiply the gathered values. Both give the same attention and the same counts."""
+    import predictors.entmax
+
+    q, k, v, lengths = data(t=60, seed=11)
+    graph = graphs(3, 2, 60, seed=11)[name]
+    st_kernel, st_torch = ExecStats.zeros(3, 2), ExecStats.zeros(3, 2)
+    got = sparse_entmax_attention(q, k, v, lengths, causal, 0.5, graph, chunk=8, stats=st_kernel)
+    monkeypatch.setattr(predictors.entmax, "COMPILED", False)
+    want = sparse_entmax_attention(q, k, v, lengths, causal, 0.5, graph, chunk=8, stats=st_torch)
+    assert (got - want).abs().max() <= 1e-6
+    for field in ("pred_pairs", "valid_pairs", "empty_rows", "valid_rows", "support_pairs"):
+        assert torch.equal(getattr(st_kernel, field), getattr(st_torch, field)), field
+
+
 @pytest.mark.parametrize("piece", [1, 300])
 def test_row_blocks_cut_into_pieces_give_the_same_attention(monkeypatch, piece):
     """Groups of code blocks cut into pieces of at most `piece` entries (one chunk at least, each padded

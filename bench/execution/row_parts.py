@@ -5,8 +5,10 @@ Rows and keys are flat, heads folded into the token axis (row ``h * n + i``, see
 :mod:`bench.execution.code_blocks`). A row block is ``B`` query rows; each part gives ``width``
 candidate keys per row. Side by side, with a pair an earlier part already holds masked in every later
 part (so no pair is counted twice), they form the row's allowed keys, and one entmax per row
-(:func:`bench.execution.row_entmax.rows_p`) gives its restricted attention; each part then multiplies
-its probabilities by its own gathered values.
+(:func:`bench.execution.row_entmax.rows_p`) gives its restricted attention. On the CPU the compiled
+kernel gives each row's nonzeros and ``P V`` is summed over them only
+(:func:`predictors.entmax.keyed_values`); elsewhere each part multiplies its probabilities by its own
+gathered values.
 
 * :class:`BlockPart`: one group of code blocks when every row has one code (top-1 clusters, one hash
   round): the group is itself a row block.
@@ -22,6 +24,7 @@ import torch
 
 from bench.execution.code_blocks import take
 from bench.execution.row_entmax import rows_p
+from predictors.entmax import keyed_values, partial_k, support_counts, uses_kernel
 
 
 class Part:
@@ -137,20 +140,41 @@ def run_rows(parts, rows, real, n, alpha, out, acc):
         scores.append(sc)
         oks.append(ok)
     ok_all = torch.cat(oks, -1) if len(oks) > 1 else oks[0]
-    # The probabilities overwrite the scores (no part reads its scores again).
-    p_all = rows_p(torch.cat(scores, -1) if len(scores) > 1 else scores[0], ok_all, alpha)
+    scores_all = torch.cat(scores, -1) if len(scores) > 1 else scores[0]
+    if alpha == 1.5 and uses_kernel(scores_all):
+        supports = _support_output(parts, scores_all, ok_all)
+    else:
+        supports = _product_output(parts, scores_all, ok_all, alpha)
+    out.index_add_(0, rows, supports[0])
+    if acc is None:
+        return
+    acc[0].index_add_(0, head, ok_all.sum(-1).to(acc.dtype))
+    acc[1].index_add_(0, head, supports[1].to(acc.dtype))
+    empty = ~ok_all.any(-1)
+    if real is not None:
+        empty &= real
+    acc[2].index_add_(0, head, empty.to(acc.dtype))
+
+
+def _support_output(parts, scores, ok):
+    """``(P V, support sizes)`` of a row block on the CPU: the nonzeros of each row's entmax by the
+    compiled kernel (:func:`predictors.entmax.support_counts` over the allowed entries), then ``P V``
+    over them only (:func:`predictors.entmax.keyed_values`): the zeros of ``P`` are not multiplied."""
+    counts, cols, probs = support_counts(scores, partial_k(scores.shape[-1]), ok)
+    if len(parts) == 1 and isinstance(parts[0], BlockPart):  # the rows of a chunk share its keys
+        keys, factor = parts[0].kt, parts[0].chunk
+    else:
+        keys, factor = torch.cat([part.keys() for part in parts], -1), 1
+    return keyed_values(counts, cols, probs, keys, factor, parts[0].vf), counts
+
+
+def _product_output(parts, scores, ok, alpha):
+    """``(P V, support sizes)`` of a row block elsewhere: the probabilities (over the scores, which no
+    part reads again), then each part's ``p @ v``."""
+    p_all = rows_p(scores, ok, alpha)
     res = None
     for part, p in zip(parts, p_all.split([p.width for p in parts], -1)):
         o = part.apply(p)
         if o is not None:
             res = o if res is None else res + o
-    if res is not None:
-        out.index_add_(0, rows, res)
-    if acc is None:
-        return
-    acc[0].index_add_(0, head, ok_all.sum(-1).to(acc.dtype))
-    acc[1].index_add_(0, head, (p_all > 0).sum(-1).to(acc.dtype))
-    empty = ~ok_all.any(-1)
-    if real is not None:
-        empty &= real
-    acc[2].index_add_(0, head, empty.to(acc.dtype))
+    return res, (p_all > 0).sum(-1)
