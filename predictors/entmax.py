@@ -140,6 +140,22 @@ def support_values(counts: torch.Tensor, cols: torch.Tensor, probs: torch.Tensor
     return out
 
 
+def restricted_output(scores: torch.Tensor, allowed: torch.Tensor, heads: torch.Tensor,
+                      values: torch.Tensor) -> torch.Tensor:
+    """``entmax15`` of each row of float32 CPU ``scores`` ``[R, n]`` over its ``allowed`` entries
+    (:func:`dense_into`'s probabilities; rows without any allowed entry give zeros), times the values
+    of its head: row ``r`` is ``sum_j p_rj values[heads[r], j]`` (``values`` ``[H, n, Dv]``), over the
+    support only, by the compiled kernel; float32 ``[R, Dv]``."""
+    from predictors import entmax15_kernel as kernel
+
+    counts, cols, probs = support_counts(scores, partial_k(scores.shape[-1]), allowed)
+    v = values.detach().float().contiguous()
+    out = torch.empty(counts.shape[0], v.shape[-1])
+    kernel.support_times_heads(counts.numpy(), cols.numpy(), probs.numpy(), heads.contiguous().numpy(),
+                               v.numpy(), out.numpy())
+    return out
+
+
 def keyed_values(counts: torch.Tensor, cols: torch.Tensor, probs: torch.Tensor, keys: torch.Tensor,
                  factor: int, values: torch.Tensor) -> torch.Tensor:
     """``P V`` of rows whose entries are gathered keys, from their nonzeros (:func:`support_counts`):

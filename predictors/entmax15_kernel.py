@@ -233,3 +233,22 @@ def support_times_keys(counts, cols, probs, keys, factor, values, out):
             for c in range(dv):
                 acc[c] += p * v[c]
         at += counts[r]
+
+
+@njit(cache=True, nogil=True)
+def support_times_heads(counts, cols, probs, heads, values, out):
+    """``out[r] = sum_e p_e values[heads[r], cols_e]`` over the nonzeros of each row
+    (:func:`support_rows`' ``counts``, ``cols``, ``probs``), row ``r`` of head ``heads[r]`` of
+    ``values`` ``[H, n, Dv]``; ``out`` ``[R, Dv]`` (float32 sums in column order)."""
+    dv = values.shape[2]
+    at = 0
+    for r in range(counts.shape[0]):
+        head = values[heads[r]]
+        acc = out[r]
+        acc[:] = _ZERO
+        for e in range(at, at + counts[r]):
+            p = probs[e]
+            v = head[cols[e]]
+            for c in range(dv):
+                acc[c] += p * v[c]
+        at += counts[r]

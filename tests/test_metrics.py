@@ -146,3 +146,24 @@ def test_gold_terms_kept_between_graphs_give_the_fresh_scores_bit_for_bit(monkey
     fresh = score_layer(other, copy.deepcopy(pristine), graphs[1], block=32)
     assert torch.equal(shared["output_error"], fresh["output_error"])
     assert not torch.equal(shared["output_error"], score_layer(d.layer(0), layer, graphs[1], block=32)["output_error"])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_output_error_kernel_path_is_the_product_path(monkeypatch, causal):
+    """Output error on the CPU (restricted entmax's P V over its support, the compiled kernel) against
+    the PyTorch path (restricted probabilities times V): the same up to float32 sums; every other
+    metric bit for bit. A window misses most of the gold, so most rows are recomputed."""
+    import predictors.entmax
+
+    data = synthetic(samples=3, layers=1, heads=3, length=90, dim=8, causal=causal, seed=13)
+    view = data.layer(0)
+    gold = compute_gold(data).layers[0]
+    graph = WindowGraph(7, 3)
+    got = score_layer(view, gold, graph)
+    monkeypatch.setattr(predictors.entmax, "COMPILED", False)
+    want = score_layer(view, gold, graph)
+    assert (want["output_error"] > 0.05).all()
+    assert torch.allclose(got["output_error"], want["output_error"], rtol=1e-5, atol=1e-7)
+    for name in got:
+        if name != "output_error":
+            assert torch.equal(got[name], want[name]), name

@@ -13,7 +13,8 @@ probabilities ``p``, and predicted pairs ``P`` (intersected with ``V``):
   V (NaN when the data has no V). A query whose row of P is empty gets O_hat_i = 0. The restricted
   probabilities are the sparse execution's (:func:`bench.execution.row_entmax.rows_p`): for alpha = 1.5
   the threshold from the candidates of each row only, bit for bit :func:`predictors.entmax.row_entmax`'s
-  (tests/test_sparse_exec.py) at a third of its time on real heads.
+  (tests/test_sparse_exec.py) at a third of its time on real heads; on the CPU ``O_hat`` is summed over
+  the restricted support only (:func:`predictors.entmax.restricted_output`, the compiled kernel).
 
 Metrics are computed per sample and head, then macro-averaged over samples (NaN-aware), per head; the
 caller averages over heads and layers. Nothing larger than ``[H, block, n]`` is ever built.
@@ -26,6 +27,7 @@ import torch
 from bench.evaluation.metric_table import PAIR_METRICS
 from bench.execution.row_entmax import rows_p
 from predictors.data import LayerView
+from predictors.entmax import restricted_output, uses_kernel
 from predictors.masking import allowed_keys, block_scores
 from predictors.support import LayerGold
 
@@ -78,12 +80,25 @@ def score_layer(view: LayerView, gold: LayerGold, graph, block: int = 256) -> di
                 # Exact rows keep their attention; only the others are recomputed.
                 redo = ~row_exact
                 if redo.any():
-                    scores = block_scores(view.q[s, :, i0:i1], k, view.scale)
-                    p_hat = torch.zeros_like(g_prob)
-                    p_hat[redo] = rows_p(scores[redo], pred[redo], view.alpha)  # empty rows: all zero
-                    diff = torch.bmm(p_hat, v) - out
-                    acc["err_sq"][s] += (diff * redo[..., None]).pow(2).sum((1, 2)).double()
+                    acc["err_sq"][s] += _redo_error(view, s, i0, i1, k, v, pred, redo, out)
     return _metrics(acc, view.lengths.double()[:, None], view.v is not None)
+
+
+def _redo_error(view: LayerView, s: int, i0: int, i1: int, k, v, pred, redo, out) -> torch.Tensor:
+    """float64 ``[H]``: the squared error ``||O_hat - O||^2`` of the ``redo`` ``[H, B]`` rows of a query
+    block (the others are exact), ``O_hat`` entmax restricted to ``pred`` times ``v`` (empty rows: 0).
+    On the CPU for alpha = 1.5 ``P V`` over the restricted support only
+    (:func:`predictors.entmax.restricted_output`); else the restricted probabilities times ``v``."""
+    scores = block_scores(view.q[s, :, i0:i1], k, view.scale)
+    if view.alpha == 1.5 and uses_kernel(scores):
+        heads, rows = redo.nonzero(as_tuple=True)
+        o_hat = restricted_output(scores[heads, rows], pred[heads, rows], heads, v)
+        err = (o_hat - out[heads, rows]).pow(2).sum(-1)
+        return torch.zeros(redo.shape[0], dtype=err.dtype).index_add_(0, heads, err).double()
+    p_hat = torch.zeros_like(scores)
+    p_hat[redo] = rows_p(scores[redo], pred[redo], view.alpha)  # empty rows: all zero
+    diff = torch.bmm(p_hat, v) - out
+    return (diff * redo[..., None]).pow(2).sum((1, 2)).double()
 
 
 #: Bytes of dense gold blocks (mask and probabilities) a layer's gold keeps for the next graph scored on
