@@ -156,6 +156,29 @@ def restricted_output(scores: torch.Tensor, allowed: torch.Tensor, heads: torch.
     return out
 
 
+def band_support(raw: torch.Tensor, scale: float, widths: torch.Tensor, chunk: int, causal: bool,
+                 kpos: torch.Tensor | None, qpos: torch.Tensor, k: int):
+    """The nonzeros of 1.5-entmax over rows of code blocks whose masks are given by structure
+    (:func:`predictors.entmax15_kernel.block_candidates`: row ``r`` of the unscaled products ``raw``
+    ``[R, W]`` allows its first ``widths[r]`` entries and, when ``causal``, the keys at positions
+    ``kpos[r // chunk, j] <= qpos[r]``), each entry ``scale * raw``; ``k``: the first partial-sort
+    width. The same floats as :func:`support_counts` over the scaled block with those entries allowed.
+
+    Returns ``counts`` int64 ``[R]``, ``cols`` int32 and ``probs`` float32 ``[nnz]``, and ``allowed``
+    int64 ``[R]`` (allowed entries per row)."""
+    from predictors import entmax15_kernel as kernel
+
+    nch = max(1, raw.shape[0] // chunk)
+    kp = kpos.contiguous().numpy() if causal else np.zeros((nch, 0), dtype=np.int64)
+    *parts, delta, allowed = kernel.block_candidates(raw.detach().contiguous().numpy(), np.float32(scale),
+                                                     widths.contiguous().numpy(), chunk, causal, kp,
+                                                     qpos.contiguous().numpy())
+    starts, _, cols, z, zs, mean = parts
+    root = torch.from_numpy(delta).sqrt().numpy()  # torch's root: the library's floats
+    counts, cols, probs = kernel.support_rows(raw.shape[1], starts, cols, z, zs, mean, root, k)
+    return torch.from_numpy(counts), torch.from_numpy(cols), torch.from_numpy(probs), torch.from_numpy(allowed)
+
+
 def keyed_values(counts: torch.Tensor, cols: torch.Tensor, probs: torch.Tensor, keys: torch.Tensor,
                  factor: int, values: torch.Tensor) -> torch.Tensor:
     """``P V`` of rows whose entries are gathered keys, from their nonzeros (:func:`support_counts`):

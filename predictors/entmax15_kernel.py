@@ -136,6 +136,69 @@ def row_candidates(scores, allowed, use_mask):
 
 
 @njit(cache=True, nogil=True)
+def _band_max(row, width, scale, causal, kpos, qpos):
+    """The largest allowed ``scale * row[j]`` (``j < width``, and ``kpos[j] <= qpos`` when causal) and
+    the number of allowed entries."""
+    mx = _LOWEST
+    count = 0
+    for j in range(width):
+        if causal and kpos[j] > qpos:
+            continue
+        x = row[j] * scale
+        if count == 0 or x > mx:
+            mx = x
+        count += 1
+    return mx, count
+
+
+@njit(cache=True, nogil=True)
+def _fill_band(row, width, scale, causal, kpos, qpos, mx, cols, z, used):
+    """:func:`_fill_candidates` for the allowed entries of :func:`_band_max`, scaled by ``scale``."""
+    for j in range(width):
+        if causal and kpos[j] > qpos:
+            continue
+        zj = (row[j] * scale - mx) * _HALF
+        if zj >= CANDIDATE_FLOOR:
+            cols[used] = j
+            z[used] = zj
+            used += 1
+    return used
+
+
+@njit(cache=True, nogil=True)
+def block_candidates(raw, scale, widths, chunk, causal, kpos, qpos):
+    """:func:`row_candidates` of the rows of code blocks, their masks given by structure, not stored:
+    row ``r`` of unscaled products ``raw`` ``[R, W]`` allows the entries ``j < widths[r]`` (its code's
+    key count; 0 for an empty slot) and, when ``causal``, only the keys at positions
+    ``kpos[r // chunk, j] <= qpos[r]``; each allowed entry is ``scale * raw[r, j]``, the float32
+    product torch's ``mul_(scale)`` gives. Returns :func:`row_candidates`' tuple and ``allowed``
+    int64 ``[R]``, the allowed entries per row."""
+    r_count, w_max = raw.shape
+    starts = np.zeros(r_count + 1, dtype=np.int64)
+    allowed = np.zeros(r_count, dtype=np.int64)
+    cols = np.empty(max(64, 8 * r_count), dtype=np.int32)
+    z = np.empty(cols.shape[0], dtype=np.float32)
+    used = 0
+    for r in range(r_count):
+        row, width, kp, qp = raw[r], widths[r], kpos[r // chunk], qpos[r]
+        mx, count = _band_max(row, width, scale, causal, kp, qp)
+        allowed[r] = count
+        if count > 0:
+            if used + w_max > cols.shape[0]:
+                cols, z = _grow(cols, used, w_max), _grow(z, used, w_max)
+            used = _fill_band(row, width, scale, causal, kp, qp, mx, cols, z, used)
+        starts[r + 1] = used
+    zs = np.empty(used, dtype=np.float32)
+    mean = np.empty(used, dtype=np.float32)
+    delta = np.empty(used, dtype=np.float32)
+    for r in range(r_count):
+        a, b = starts[r], starts[r + 1]
+        zs[a:b] = np.sort(z[a:b])[::-1]
+        _prefix_terms(zs[a:b], mean[a:b], delta[a:b])
+    return starts, allowed == 0, cols[:used].copy(), z[:used].copy(), zs, mean, delta, allowed
+
+
+@njit(cache=True, nogil=True)
 def _row_tau(zs, mean, root, k_first, n):
     """``tau = tau_s`` of one row from its sorted candidates' prefix terms (``root = sqrt(delta)``),
     with ``entmax15``'s widening: the support is counted over the first ``k`` sorted entries,

@@ -145,3 +145,25 @@ def test_keyed_values_is_a_known_sum():
     want = torch.tensor([[8, 9], [0.5 * 8 + 0.5 * 2, 0.5 * 9 + 0.5 * 3], [0, 0], [0.25 * 6, 0.25 * 7]])
     assert torch.equal(got, want)
 
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_band_support_is_support_counts_over_the_built_mask(causal):
+    """Code-block rows with masks from structure (widths, causal positions) give support_counts' floats
+    over the scaled block with that mask built, and the allowed counts of that mask."""
+    g = torch.Generator().manual_seed(8)
+    nch, chunk, w, scale = 5, 4, 37, 0.37
+    raw = torch.randn(nch * chunk, w, generator=g) * 6
+    widths = torch.randint(0, w + 1, (nch * chunk,), generator=g)
+    widths[3] = 0  # an empty slot
+    kpos = torch.randint(0, 50, (nch, w), generator=g)
+    qpos = torch.randint(0, 50, (nch * chunk,), generator=g)
+    allowed = torch.arange(w)[None, :] < widths[:, None]
+    if causal:
+        allowed &= kpos.repeat_interleave(chunk, 0) <= qpos[:, None]
+    counts, cols, probs, n_allowed = E.band_support(raw, scale, widths, chunk, causal, kpos, qpos, 16)
+    want = E.support_counts(raw.clone().mul_(scale), 16, allowed)
+    assert torch.equal(n_allowed, allowed.sum(-1)) and n_allowed[3] == 0
+    for a, b in zip((counts, cols, probs), want):
+        assert torch.equal(a, b)
+    assert counts.sum() > 0

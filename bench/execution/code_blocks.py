@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from predictors.entmax import band_support, keyed_values, partial_k
 from predictors.graphs import CodeGraph
 
 # Smallest number of score entries worth a group of its own (see merge_classes).
@@ -193,6 +194,33 @@ class CodeBlocks:
             for word in range(qlow.shape[-1]):
                 ok &= (qlow[..., word, None] & kbits[:, None, :, word]) == 0
         return scores, ok, kt, qrow, filled
+
+
+def fast_group_rows(blocks: CodeBlocks, g: Group, out: torch.Tensor, acc: torch.Tensor | None) -> None:
+    """One group of code blocks computed as a row block of its own on the CPU when it has no other
+    part (no window, keys or global columns) and one code per row: :meth:`CodeBlocks.compute`'s
+    products, but the masks (the code's key count, the empty slots, causality) are read from their
+    structure by the compiled kernel (:func:`predictors.entmax.band_support`) instead of being built,
+    and ``P V`` is summed over the support (:func:`predictors.entmax.keyed_values`); adds to ``out``
+    and ``acc`` what :func:`bench.execution.row_parts.run_rows` adds, the same supports and counts."""
+    table, chunk, n, dev = blocks.table, g.chunk, blocks.n, blocks.rows.device
+    klen = table.kcnt[g.chunk_code]
+    kidx = (table.kstart[g.chunk_code][:, None] + torch.arange(g.w, device=dev)).clamp(
+        max=table.key_tok.numel() - 1)
+    kt = take(table.key_tok, kidx)  # [nch, W] flat key tokens
+    filled = g.slot_member >= 0
+    qrow = blocks.rows[torch.div(g.slot_member.clamp(min=0), table.r, rounding_mode="floor")]
+    raw = torch.matmul(take(blocks.qf, qrow).view(g.nch, chunk, -1), take(blocks.kf, kt).transpose(-1, -2))
+    widths = torch.where(filled, klen.repeat_interleave(chunk), 0)
+    kpos = kt % n if blocks.causal else None
+    counts, cols, probs, allowed = band_support(raw.view(-1, g.w), blocks.scale, widths, chunk, blocks.causal,
+                                                kpos, qrow % n, partial_k(g.w))
+    out.index_add_(0, qrow, keyed_values(counts, cols, probs, kt, chunk, blocks.vf))
+    if acc is not None:
+        head = torch.div(qrow, n, rounding_mode="floor")
+        acc[0].index_add_(0, head, allowed.to(acc.dtype))
+        acc[1].index_add_(0, head, counts.to(acc.dtype))
+        acc[2].index_add_(0, head, ((allowed == 0) & filled).to(acc.dtype))
 
 
 def split_group(g: Group, kcnt: torch.Tensor, max_entries: int = MAX_PIECE) -> list[Group]:

@@ -36,15 +36,19 @@ Two implementations compute it:
   twice. With one code per query (top-1 clusters, one hash round) every group of code blocks is a
   block of query rows: the other parts are appended to its rows and one entmax per row
   (:func:`~bench.execution.row_entmax.entmax15_rows`) gives the restricted attention; each part
-  multiplies its probabilities by its own gathered values. With several codes per query (top-t, hash
+  multiplies its probabilities by its own gathered values. On the CPU the compiled kernel gives each
+  row's support and ``P V`` is summed over it only; code blocks with no other part read their masks
+  from structure (the code's key count, empty slots, causality) instead of building them
+  (:func:`~bench.execution.code_blocks.fast_group_rows`). With several codes per query (top-t, hash
   rounds, balanced routing) a row is spread over several blocks: each block row gives its
   ``partial_k(W)`` largest entries, the exact threshold of the row is computed from those candidates
   (widened until no left-out entry could be in the support), and the probabilities are formed in the
   blocks. Memory ``O(pairs)``.
 
 Both take ``q``, ``k``, ``v`` ``[S, H, T, D]`` (padding at the end, ``lengths`` ``[S]``) and return
-``out`` ``[S, H, T, Dv]`` in float32, with zero rows for padding queries. Both are plain PyTorch and
-run on any torch device (no custom kernel); ``bench_sparse_exec.py`` benchmarks them on the CPU,
+``out`` ``[S, H, T, Dv]`` in float32, with zero rows for padding queries. Both run on any torch device:
+plain PyTorch there, and on the CPU the compiled entmax kernel of :mod:`predictors.entmax15_kernel`
+(the same floats; tests hold the two paths together); ``bench_sparse_exec.py`` benchmarks them on the CPU,
 ``bench_gpu.py`` on a lent GPU (``--profile gpu``), and the tests of a CUDA device skip where there is none.
 
 Which of the strategies above runs is the graph's plan (:func:`bench.execution.plan.sparse_plan`); a
@@ -63,13 +67,14 @@ from __future__ import annotations
 import torch
 
 from bench.errors import BenchError
-from bench.execution.code_blocks import CodeBlocks, CodeTable
+from bench.execution.code_blocks import CodeBlocks, CodeTable, fast_group_rows
 from bench.execution.exec_stats import ExecStats, check_inputs
 from bench.execution.general_path import general_path
 from bench.execution.masked import masked_entmax_attention
 from bench.execution.plan import SparsePlan, UnsupportedGraph, sparse_plan
 from bench.execution.row_entmax import rows_p
 from bench.execution.row_parts import BlockPart, ColumnRows, GatherRows, WindowRows, run_rows
+from predictors.entmax import uses_kernel
 from predictors.graphs import PredictedGraph
 
 DEFAULT_CHUNK = 32
@@ -119,6 +124,10 @@ class _SampleRows:
         self.key_lists = [g.keys[s, :, :n].to(q.device).long().reshape(nh * n, -1) for g in plan.key_lists]
         self.cols = plan.columns(n, q.device)
 
+    def has_others(self) -> bool:
+        """Whether rows have parts besides code blocks (key lists, a band, global columns)."""
+        return bool(self.key_lists) or self.window > 0 or self.cols.shape[1] > 0
+
     def others(self, rows: torch.Tensor) -> list:
         """The key-list, band and global-column parts of the flat query rows ``rows`` ``[B]``."""
         args = (rows, self.qf, self.kf, self.vf, self.n, self.scale, self.causal)
@@ -167,7 +176,12 @@ def _code_block_rows(table: CodeTable, rows_all, rows: _SampleRows, chunk, ratio
     meet no key through their code get the other parts alone."""
     n = rows.n
     blocks = CodeBlocks(table, rows_all, rows.qf, rows.kf, rows.vf, n, rows.scale, rows.causal, chunk, ratio)
+    # Code blocks alone, one code per row, alpha 1.5 on the CPU: masks from structure (fast_group_rows).
+    fast = alpha == 1.5 and table.r == 1 and not rows.has_others() and uses_kernel(rows.qf)
     for g in blocks.groups:
+        if fast:
+            fast_group_rows(blocks, g, out, acc)
+            continue
         scores, ok, kt, qrow, filled = blocks.compute(g)
         parts = [BlockPart(table, scores, ok, kt, qrow, rows.vf, g.chunk)] + rows.others(qrow)
         run_rows(parts, qrow, filled, n, alpha, out, acc)
